@@ -1,0 +1,141 @@
+"""Command line: ``python -m consumer [process|run|preview|check|local|standin]``.
+
+``process`` (the default, what ``executableName`` starts) speaks the KCL protocol on
+stdin/stdout; every other command is for people. Logs always go to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from consumer import config
+from consumer.errors import ConfigError
+
+PROPERTIES_ENV = "KINESIS_POSTHOG_PROPERTIES"
+EXIT_CONFIG = 78  # EX_CONFIG
+
+log = logging.getLogger("consumer")
+
+
+def main(argv: Sequence[str] | None = None) -> int:  # noqa: PLR0911 - one return per command
+    """Parse the command line and run one command; returns the exit status."""
+    args = _parser().parse_args(argv)
+    _configure_logging()
+    command = args.command or "process"
+    try:
+        if command == "process":
+            return _process(args.properties)
+        if command == "run":
+            from consumer.launcher import run
+
+            return run(Path(args.properties_file))
+        if command == "preview":
+            from consumer.tools import preview
+
+            return preview(Path(args.properties_file), data=args.data, path=args.record)
+        if command == "check":
+            from consumer.tools import check
+
+            return check(Path(args.properties_file))
+        if command == "local":
+            from consumer.local.demo import run_demo
+
+            return run_demo(records=args.records, until_delivered=args.until_delivered)
+        if command == "watch-leader":
+            return _watch_leader(args.parent_pid)
+        if command == "standin":
+            from consumer.local.standin import serve
+
+            return serve(port=args.port, api_key=args.api_key)
+    except ConfigError as exc:
+        log.critical("%s", exc)
+        return EXIT_CONFIG
+    raise AssertionError(command)  # pragma: no cover - argparse restricts the choices
+
+
+def _process(properties: str | None) -> int:
+    """Run one shard's record processor over stdin/stdout (started by the KCL daemon)."""
+    from amazon_kclpy import kcl
+
+    from consumer.wiring import build_processor
+
+    # Ctrl+C reaches the whole process group; the daemon must be the one to stop us,
+    # with shutdownRequested and then EOF on stdin, so nothing in flight is abandoned.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    path = properties or os.environ.get(PROPERTIES_ENV)
+    if not path:
+        raise ConfigError(PROPERTIES_ENV, "", "the properties file path (run.sh sets it)")
+    settings = config.load(Path(path))
+    kcl.KCLProcess(build_processor(settings)).run()
+    return 0
+
+
+def _watch_leader(parent_pid: int) -> int:
+    """Run the leader-lock watchdog beside the daemon (started by ``run``)."""
+    from consumer import leader
+    from consumer.propfile import read_properties
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # it ends when the daemon does
+    path = Path(os.environ[PROPERTIES_ENV])
+    settings = config.load(path)
+    table = leader.coordinator_table(read_properties(path), settings.application_name)
+    return leader.watch(settings, table, parent_pid, settings.leader_lock_stale_seconds)
+
+
+def _configure_logging() -> None:
+    level = os.environ.get("LOG_LEVEL", "INFO").upper()
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        logging.Formatter("%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s")
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level if level in logging.getLevelNamesMapping() else "INFO")
+    for noisy in ("botocore", "boto3", "urllib3"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m consumer", description=__doc__)
+    commands = parser.add_subparsers(dest="command")
+    process = commands.add_parser("process", help="KCL record processor (started by the daemon)")
+    process.add_argument("--properties", help=f"properties file (default: ${PROPERTIES_ENV})")
+    parser.set_defaults(properties=None)
+    run = commands.add_parser("run", help="validate the properties and exec the KCL daemon")
+    run.add_argument("properties_file")
+    preview = commands.add_parser("preview", help="print the PostHog event a record becomes")
+    preview.add_argument("properties_file")
+    source = preview.add_mutually_exclusive_group()
+    source.add_argument("--data", help='the record as text, e.g. \'{"event": "x"}\'')
+    source.add_argument("--record", help="a file holding the record's bytes ('-' for stdin)")
+    check = commands.add_parser(
+        "check", help="validate the properties and probe Kinesis, DynamoDB, PostHog"
+    )
+    check.add_argument("properties_file")
+    local = commands.add_parser(
+        "local", help="embedded local default: emulators, demo stream, stand-in"
+    )
+    local.add_argument(
+        "--records", type=int, default=200, help="sample records to put (default 200)"
+    )
+    local.add_argument(
+        "--until-delivered", action="store_true", help="exit once every record arrived"
+    )
+    watch = commands.add_parser(
+        "watch-leader", help="release a dead KCL leader's lock (started by run)"
+    )
+    watch.add_argument("--parent-pid", type=int, required=True)
+    standin = commands.add_parser("standin", help="run the PostHog capture stand-in")
+    standin.add_argument("--port", type=int, default=8000)
+    standin.add_argument("--api-key", default="phc_local")
+    return parser
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,87 @@
+"""Every error this package raises on purpose, in one place.
+
+The hierarchy follows what the caller must do about each failure::
+
+    ConsumerError
+    ├── ConfigError               bad settings: fail at start-up, before any record is read
+    ├── RecordError               one record cannot become an event: dead-letter it, go on
+    ├── DeadLetterError           the dead-letter destination refused a write: do not checkpoint
+    └── DeliveryError             PostHog did not accept a batch (carries status, retry_after)
+        ├── RetryableDeliveryError    connection error, timeout, 408, 429, 5xx: back off, resend
+        └── PermanentDeliveryError    resending the same bytes cannot succeed
+            ├── PayloadTooLargeError  413: split the batch
+            ├── BadBatchError         400: find the offending events, dead-letter only them
+            └── AuthenticationError   401/403: stop consuming, checkpoint nothing, exit loudly
+
+Foreign exceptions (``requests``, ``botocore``, ``json``, ...) are translated into
+these at the module that talks to the foreign library, with ``raise ... from exc``.
+"""
+
+from __future__ import annotations
+
+
+class ConsumerError(Exception):
+    """Base class of every error raised by this package."""
+
+
+class ConfigError(ConsumerError):
+    """A setting is missing or invalid; the message names the key, the value and what is allowed."""
+
+    def __init__(self, key: str, value: object, allowed: str) -> None:
+        """Build the one-line message operators see at start-up."""
+        self.key = key
+        self.value = value
+        self.allowed = allowed
+        super().__init__(f"invalid configuration {key} = {value!r}: {allowed}")
+
+
+class RecordError(ConsumerError):
+    """A record cannot become a PostHog event; ``reason`` is a stable, greppable code."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        """Keep the code (for counting) apart from the human detail (for the dead-letter)."""
+        self.reason = reason
+        self.detail = detail
+        super().__init__(f"{reason}: {detail}")
+
+
+class DeadLetterError(ConsumerError):
+    """Writing to the dead-letter destination failed, so the record must not be checkpointed."""
+
+
+class DeliveryError(ConsumerError):
+    """PostHog did not accept a batch."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        retry_after: float | None = None,
+        body: str = "",
+    ) -> None:
+        """Carry what the retry policy and the dead-letter writer need to decide."""
+        self.status = status
+        self.retry_after = retry_after
+        self.body = body
+        super().__init__(message)
+
+
+class RetryableDeliveryError(DeliveryError):
+    """The outcome is unknown or temporary; the same batch may be sent again."""
+
+
+class PermanentDeliveryError(DeliveryError):
+    """PostHog refused the batch; sending the same bytes again cannot succeed."""
+
+
+class PayloadTooLargeError(PermanentDeliveryError):
+    """413: the body (or one event in it) is over PostHog's size limit."""
+
+
+class BadBatchError(PermanentDeliveryError):
+    """400: at least one event in the batch is malformed."""
+
+
+class AuthenticationError(PermanentDeliveryError):
+    """401/403: the project API key is wrong; this is a configuration error found late."""

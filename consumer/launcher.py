@@ -1,0 +1,112 @@
+"""Turn a properties file into the KCL daemon's command line, and exec it.
+
+The daemon reads KCL keys from a properties file, so environment overrides
+(``KINESIS_POSTHOG_<key>``) are merged into a private copy of the file; secrets are
+left out of that copy and passed through the environment instead, where both the
+daemon's ``DefaultCredentialsProvider`` and our child processes read them. The java
+process replaces this one (``exec``), so ECS's SIGTERM and a terminal's Ctrl+C reach
+the daemon directly.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+
+import amazon_kclpy
+
+from consumer import config
+from consumer.errors import ConfigError
+from consumer.propfile import format_properties, read_properties
+
+log = logging.getLogger(__name__)
+
+DAEMON_CLASS = "software.amazon.kinesis.multilang.MultiLangDaemon"
+PROPERTIES_ENV = "KINESIS_POSTHOG_PROPERTIES"
+# Daemon logging to stderr, quiet SDK; a logback.xml beside the properties file wins.
+DEFAULT_LOGBACK = Path(__file__).with_name("logback.xml")
+# Defaults we apply when the file is silent. shutdownGraceMillis defaults to 0 in KCL,
+# which makes Ctrl+C time out in the shutdown hook; 20 s fits inside ECS's default
+# 30 s stopTimeout with room for the JVM to exit.
+KCL_DEFAULTS = {
+    "AwsCredentialsProvider": "DefaultCredentialsProvider",
+    "shutdownGraceMillis": "20000",
+}
+_SECRET_KEYS = ("posthogApiKey", "awsAccessKeyId", "awsSecretAccessKey")
+# Java flags: a modest fixed heap (the daemon only moves records between Kinesis and
+# the children) and exit on OOM so the orchestrator restarts the task.
+JVM_OPTIONS = ("-Xms128m", "-Xmx512m", "-XX:+ExitOnOutOfMemoryError")
+
+
+def jar_dir() -> Path:
+    """Where ``pip install amazon-kclpy`` put the KCL jars."""
+    return Path(amazon_kclpy.__file__).parent / "jars"
+
+
+def prepare(
+    properties_path: Path, environ: Mapping[str, str], workdir: Path
+) -> tuple[list[str], dict[str, str]]:
+    """Validate everything and return the daemon's argv and environment."""
+    settings = config.load(properties_path, environ)
+    merged = config.apply_overrides(read_properties(properties_path), environ)
+    for key, value in KCL_DEFAULTS.items():
+        merged.setdefault(key, value)
+    merged.setdefault("executableName", f"{sys.executable} -m consumer")
+    if not merged.get("executableName", "").strip():
+        raise ConfigError("executableName", "", "the command that starts a shard process")
+    for key in _SECRET_KEYS:
+        merged.pop(key, None)
+    effective = workdir / properties_path.name
+    effective.write_text(format_properties(merged), encoding="utf-8")
+
+    env = dict(environ)
+    env[PROPERTIES_ENV] = str(effective)
+    env[config.API_KEY_ENV] = settings.api_key
+    if settings.aws_access_key_id and settings.aws_secret_access_key:
+        env["AWS_ACCESS_KEY_ID"] = settings.aws_access_key_id
+        env["AWS_SECRET_ACCESS_KEY"] = settings.aws_secret_access_key
+    if settings.region:
+        env.setdefault("AWS_REGION", settings.region)
+    # The children must find this interpreter's packages first when the file says `python`.
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    java = shutil.which("java", path=env["PATH"])
+    if java is None:
+        raise ConfigError("java", "", "a Java 17+ runtime on PATH (run.sh installs one if missing)")
+    classpath = os.pathsep.join([str(jar_dir() / "*"), str(properties_path.resolve().parent)])
+    argv = [java, *JVM_OPTIONS, "-cp", classpath, DAEMON_CLASS, "--properties-file", str(effective)]
+    own_logback = properties_path.resolve().parent / "logback.xml"
+    logback = own_logback if own_logback.exists() else DEFAULT_LOGBACK
+    argv += ["--log-configuration", str(logback)]
+    return argv, env
+
+
+def start_leader_watchdog(env: Mapping[str, str]) -> subprocess.Popen[bytes]:
+    """Start :mod:`consumer.leader`'s watchdog; it ends when this process (the daemon) does."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "consumer", "watch-leader", "--parent-pid", str(os.getpid())],
+        env=dict(env),
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def run(properties_path: Path) -> int:
+    """Validate, then replace this process with the daemon (never returns on success)."""
+    workdir = Path(tempfile.mkdtemp(prefix="kinesis-posthog-"))
+    argv, env = prepare(properties_path, os.environ, workdir)
+    settings = config.load(Path(env[PROPERTIES_ENV]), env)
+    start_leader_watchdog(env)
+    log.info(
+        "starting the KCL daemon for application %s, stream %s -> PostHog at %s",
+        settings.application_name,
+        settings.stream_name,
+        settings.posthog_host,
+    )
+    sys.stderr.flush()
+    os.execvpe(argv[0], argv, env)  # noqa: S606 - argv is built above, no shell
+    return 0  # pragma: no cover - exec does not return

@@ -1,0 +1,204 @@
+"""Pieces the local default and the end-to-end tests share: stand-in, stream, worker.
+
+Everything here drives real processes over real HTTP: the capture stand-in, the
+emulators and the KCL daemon started exactly as ``run.sh`` starts it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import boto3
+
+from consumer.local.emulators import LOCAL_ENV, free_port, stop, wait_for_port
+from consumer.propfile import format_properties
+
+LOCAL_API_KEY = "phc_local_standin"
+# KCL intervals that are long only by default; shortened so a local worker starts and
+# hands over leases in seconds (local-emulators.md, "KCL start-up time in tests").
+FAST_KCL = {
+    "metricsLevel": "NONE",
+    "retrievalMode": "POLLING",
+    "initialPositionInStream": "TRIM_HORIZON",
+    "idleTimeBetweenReadsInMillis": "250",
+    "shardSyncIntervalMillis": "5000",
+    "failoverTimeMillis": "5000",
+    "parentShardPollIntervalMillis": "1000",
+    "shutdownGraceMillis": "15000",
+}
+
+
+class StandIn:
+    """The capture stand-in in its own process, and a small client for its hooks."""
+
+    def __init__(self, log_file: Path, api_key: str = LOCAL_API_KEY) -> None:
+        """Start ``python -m consumer standin`` on a free loopback port."""
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.api_key = api_key
+        with log_file.open("ab") as sink:
+            self.process = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "consumer",
+                    "standin",
+                    "--port",
+                    str(self.port),
+                    "--api-key",
+                    api_key,
+                ],
+                stdout=sink,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        wait_for_port(self.port, self.process, "capture stand-in")
+
+    def events(self, since: int = 0) -> list[dict[str, Any]]:
+        """Events accepted so far (from index ``since``)."""
+        events: list[dict[str, Any]] = self._get(f"/_events?since={since}")["events"]
+        return events
+
+    def stats(self) -> dict[str, Any]:
+        """Accepted-event count and answers by status."""
+        return self._get("/_stats")
+
+    def control(self, **settings: Any) -> None:
+        """Inject failures (see :mod:`consumer.local.standin`)."""
+        self._post("/_control", settings)
+
+    def reset(self) -> None:
+        """Forget events, counters and injected failures."""
+        self._post("/_reset", {})
+
+    def close(self) -> None:
+        """Stop the server process."""
+        stop(self.process)
+
+    def _get(self, path: str) -> dict[str, Any]:
+        with urllib.request.urlopen(self.url + path, timeout=10) as answer:  # noqa: S310 - loopback URL
+            result: dict[str, Any] = json.load(answer)
+            return result
+
+    def _post(self, path: str, payload: Mapping[str, Any]) -> None:
+        request = urllib.request.Request(  # noqa: S310 - loopback URL
+            self.url + path, data=json.dumps(payload).encode(), method="POST"
+        )
+        with urllib.request.urlopen(request, timeout=10):  # noqa: S310
+            pass
+
+
+def kinesis_client(endpoint: str) -> Any:
+    """boto3 Kinesis client for the emulator."""
+    return boto3.client(
+        "kinesis",
+        endpoint_url=endpoint,
+        region_name=LOCAL_ENV["AWS_REGION"],
+        aws_access_key_id=LOCAL_ENV["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=LOCAL_ENV["AWS_SECRET_ACCESS_KEY"],
+    )
+
+
+def create_stream(client: Any, name: str, shards: int) -> None:
+    """Create ``name`` with ``shards`` shards and wait until it is ACTIVE."""
+    client.create_stream(StreamName=name, ShardCount=shards)
+    client.get_waiter("stream_exists").wait(
+        StreamName=name, WaiterConfig={"Delay": 0.2, "MaxAttempts": 150}
+    )
+
+
+def put_records(client: Any, stream: str, records: Iterable[tuple[str, bytes]]) -> int:
+    """Put ``(partition_key, data)`` pairs, 500 per call, retrying failed slots; return the count."""
+    batch: list[tuple[str, bytes]] = []
+    total = 0
+    for item in records:
+        batch.append(item)
+        if len(batch) == 500:
+            total += _put(client, stream, batch)
+            batch = []
+    if batch:
+        total += _put(client, stream, batch)
+    return total
+
+
+def _put(client: Any, stream: str, batch: list[tuple[str, bytes]]) -> int:
+    pending = batch
+    while pending:
+        answer = client.put_records(
+            StreamName=stream,
+            Records=[{"PartitionKey": key, "Data": data} for key, data in pending],
+        )
+        pending = [
+            item
+            for item, slot in zip(pending, answer["Records"], strict=True)
+            if "ErrorCode" in slot
+        ]
+        if pending:
+            time.sleep(0.2)
+    return len(batch)
+
+
+def write_properties(path: Path, values: Mapping[str, str]) -> Path:
+    """Write a properties file for a local worker."""
+    path.write_text(format_properties(dict(values)), encoding="utf-8")
+    return path
+
+
+@dataclass
+class Worker:
+    """One worker (``python -m consumer run``: the daemon and its shard processes)."""
+
+    process: subprocess.Popen[bytes]
+
+    @classmethod
+    def start(
+        cls, properties: Path, log_file: Path, extra_env: Mapping[str, str] | None = None
+    ) -> Worker:
+        """Start a worker in its own process group, its output going to ``log_file``."""
+        env = {**os.environ, **LOCAL_ENV, **(extra_env or {})}
+        with log_file.open("ab") as sink:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "consumer", "run", str(properties)],
+                env=env,
+                stdout=sink,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        return cls(process)
+
+    def stop(self, timeout: float = 40.0) -> int:
+        """SIGTERM the daemon (as ECS does) and wait; kill the group if it overstays."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        return self.process.wait()
+
+    def kill(self) -> None:
+        """SIGKILL the daemon and every shard process (a crash, or ``kill -9`` of a task)."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait()
+
+
+def wait_until(condition: Callable[[], bool], timeout: float, interval: float = 0.5) -> bool:
+    """Poll ``condition`` until it holds or ``timeout`` seconds pass."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(interval)
+    return condition()

@@ -1,0 +1,178 @@
+"""KCL glue: one :class:`RecordProcessor` per shard, driven by amazon-kclpy.
+
+Data path per ``process_records`` call: records -> :class:`~consumer.mapping.Mapper`
+-> events (bad records -> dead letters) -> :class:`~consumer.delivery.Delivery` ->
+:class:`~consumer.checkpoint.CheckpointKeeper`. Delivery returns only when every
+event was accepted or dead-lettered, so the position handed to the keeper never
+runs ahead of PostHog.
+
+amazon-kclpy swallows exceptions from processor methods and then acknowledges the
+message, after which a later checkpoint would move past the failed records. So any
+unexpected exception here ends the process instead (``SystemExit``): the daemon
+then stops, and the restarted worker resumes from the last checkpoint.
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import logging
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
+
+from amazon_kclpy.v3 import processor as kcl
+
+from consumer.checkpoint import CheckpointKeeper, Position
+from consumer.config import Settings
+from consumer.deadletter import DeadLetter
+from consumer.delivery import Delivery, Pending
+from consumer.errors import AuthenticationError, PermanentDeliveryError, RecordError
+from consumer.mapping import KinesisRecord, Mapper
+
+log = logging.getLogger(__name__)
+
+# Exit statuses of a shard process; the daemon then exits too (see README).
+EXIT_UNEXPECTED = 70  # EX_SOFTWARE
+EXIT_POSTHOG_REFUSED = 78  # EX_CONFIG: wrong API key or host
+
+DeliveryFactory = Callable[[str], Delivery]
+KeeperFactory = Callable[[str], CheckpointKeeper]
+_F = TypeVar("_F", bound=Callable[..., None])
+
+
+def _fatal_on_error(method: _F) -> _F:
+    """End the process on any exception, so amazon-kclpy cannot move past lost work."""
+
+    @functools.wraps(method)
+    def wrapper(self: RecordProcessor, *args: Any) -> None:
+        try:
+            method(self, *args)
+        except AuthenticationError as exc:
+            log.critical("%s; stopping without checkpointing. Fix the key and restart.", exc)
+            raise SystemExit(EXIT_POSTHOG_REFUSED) from exc
+        except PermanentDeliveryError as exc:
+            log.critical("%s; stopping without checkpointing. Check posthogHost.", exc)
+            raise SystemExit(EXIT_POSTHOG_REFUSED) from exc
+        except Exception as exc:
+            log.critical(
+                "shard %s: unexpected error; stopping without checkpointing",
+                self.shard_id,
+                exc_info=True,
+            )
+            raise SystemExit(EXIT_UNEXPECTED) from exc
+
+    return wrapper  # type: ignore[return-value]
+
+
+class RecordProcessor(kcl.RecordProcessorBase):  # type: ignore[misc]
+    """amazon-kclpy v3 processor for one shard lease."""
+
+    def __init__(
+        self, settings: Settings, delivery: DeliveryFactory, keeper: KeeperFactory
+    ) -> None:
+        """Collaborators are built per shard in :meth:`initialize`, from these factories."""
+        self._settings = settings
+        self._delivery_factory = delivery
+        self._keeper_factory = keeper
+        self.shard_id = "?"
+        self._mapper: Mapper | None = None
+        self._delivery: Delivery | None = None
+        self._keeper: CheckpointKeeper | None = None
+        self.records_seen = 0
+
+    @_fatal_on_error
+    def initialize(self, initialize_input: Any) -> None:
+        """Bind this process to its shard."""
+        self.shard_id = initialize_input.shard_id
+        self._mapper = Mapper(self._settings, self.shard_id)
+        self._delivery = self._delivery_factory(self.shard_id)
+        self._keeper = self._keeper_factory(self.shard_id)
+        log.info("shard %s: starting after %s", self.shard_id, initialize_input.sequence_number)
+
+    @_fatal_on_error
+    def process_records(self, process_records_input: Any) -> None:
+        """Map, deliver, and checkpoint on cadence."""
+        mapper, delivery, keeper = self._parts()
+        records = [_to_record(raw) for raw in process_records_input.records]
+        if not records:
+            return
+        pending: list[Pending] = []
+        rejected: list[DeadLetter] = []
+        for record in records:
+            try:
+                pending.append(Pending(record, mapper.map(record)))
+            except RecordError as exc:
+                rejected.append(
+                    DeadLetter.of(
+                        record,
+                        stream=self._settings.stream_name,
+                        shard_id=self.shard_id,
+                        reason=exc.reason,
+                        detail=exc.detail,
+                    )
+                )
+        delivery.dead_letter(rejected)
+        delivery.deliver(pending)
+        self.records_seen += len(records)
+        last = records[-1]
+        keeper.delivered(Position(last.sequence_number, last.sub_sequence_number), len(records))
+        if keeper.due():
+            keeper.checkpoint(process_records_input.checkpointer)
+            self._log_progress()
+
+    @_fatal_on_error
+    def lease_lost(self, lease_lost_input: Any) -> None:  # noqa: ARG002 - required signature
+        """Another worker owns the shard now: checkpointing is impossible and must not be tried."""
+        log.info("shard %s: lease lost; not checkpointing", self.shard_id)
+        self._log_progress()
+
+    @_fatal_on_error
+    def shard_ended(self, shard_ended_input: Any) -> None:
+        """Checkpoint the shard's end so the daemon starts its children (after a split or merge)."""
+        _, _, keeper = self._parts()
+        keeper.checkpoint_shard_end(shard_ended_input.checkpointer)
+        log.info("shard %s: shard ended and checkpointed", self.shard_id)
+        self._log_progress()
+
+    @_fatal_on_error
+    def shutdown_requested(self, shutdown_requested_input: Any) -> None:
+        """The worker is stopping: checkpoint what was delivered, for a clean hand-off."""
+        _, _, keeper = self._parts()
+        keeper.checkpoint(shutdown_requested_input.checkpointer)
+        log.info("shard %s: shutdown requested; checkpointed", self.shard_id)
+        self._log_progress()
+
+    def _parts(self) -> tuple[Mapper, Delivery, CheckpointKeeper]:
+        if self._mapper is None or self._delivery is None or self._keeper is None:
+            raise RuntimeError("the daemon sent a message before initialize")
+        return self._mapper, self._delivery, self._keeper
+
+    def _log_progress(self) -> None:
+        if self._delivery is None:
+            return
+        stats = self._delivery.stats
+        log.info(
+            "shard %s: records=%d sent=%d requests=%d retries=%d dead_lettered=%s",
+            self.shard_id,
+            self.records_seen,
+            stats.sent,
+            stats.requests,
+            stats.retries,
+            dict(stats.dead_lettered) or 0,
+        )
+
+
+def _to_record(raw: Any) -> KinesisRecord:
+    """Translate amazon-kclpy's record (base64 data, ms timestamps) into ours."""
+    return KinesisRecord(
+        data=base64.b64decode(raw.data),
+        partition_key=raw.partition_key,
+        sequence_number=raw.sequence_number,
+        sub_sequence_number=int(raw.sub_sequence_number or 0),
+        arrival_millis=int(raw.timestamp_millis),
+    )
+
+
+def records_to_positions(records: Iterable[KinesisRecord]) -> list[Position]:
+    """Positions of ``records`` (for logs and tests)."""
+    return [Position(r.sequence_number, r.sub_sequence_number) for r in records]

@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# kinesis-posthog: one entry point for people, ECS and CI.
+#
+#   ./run.sh                          embedded local default: emulators, demo stream,
+#                                     capture stand-in, one worker (Ctrl+C stops it all)
+#   ./run.sh properties/app.properties   one worker in the foreground, endpoints from the file
+#   ./run.sh test [pytest args]       the whole test suite (what CI runs)
+#   ./run.sh check|preview PROPS ...  validate settings / show the event a record becomes
+#   ./run.sh setup                    only install what is missing (idempotent)
+#
+# Set-up is idempotent: a venv in .venv with this package and its pinned KCL jars
+# (downloaded from Maven Central by amazon-kclpy's build), kinesis-mock from npm in
+# .local/, and Java 17 from Debian's packages if no java is on PATH.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+VENV="$ROOT/.venv"
+LOCAL="$ROOT/.local"
+KINESIS_LOCAL_VERSION="0.6.2"
+export PIP_DISABLE_PIP_VERSION_CHECK=1
+export KINESIS_LOCAL_DIR="$LOCAL/node_modules/kinesis-local"
+
+say() { printf 'run.sh: %s\n' "$*" >&2; }
+
+find_python() {
+  for candidate in python3.11 python3.12 python3.13 python3; do
+    if command -v "$candidate" >/dev/null 2>&1 &&
+       "$candidate" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+      command -v "$candidate"; return 0
+    fi
+  done
+  say "Python 3.11+ is required"; return 1
+}
+
+apt_install() {
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    say "installing $* from Debian's packages"
+    apt-get update -qq >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >&2
+  else
+    say "please install: $*"; return 1
+  fi
+}
+
+setup() {
+  command -v java >/dev/null 2>&1 || apt_install openjdk-17-jre-headless
+  command -v node >/dev/null 2>&1 || apt_install nodejs npm
+  if [ ! -x "$VENV/bin/python" ]; then
+    say "creating $VENV"
+    "$(find_python)" -m venv "$VENV"
+  fi
+  local stamp="$VENV/.installed" want
+  want="$(cat "$ROOT/pyproject.toml" | sha256sum | cut -c1-16)"
+  if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+    say "installing the package, its KCL jars and the dev tools (first run: ~1-2 min)"
+    "$VENV/bin/pip" install -q --upgrade pip >&2
+    "$VENV/bin/pip" install -q -e "$ROOT[dev]" >&2
+    echo "$want" > "$stamp"
+  fi
+  if [ ! -f "$KINESIS_LOCAL_DIR/main.js" ]; then
+    say "installing kinesis-mock (npm kinesis-local@$KINESIS_LOCAL_VERSION) into $LOCAL"
+    mkdir -p "$LOCAL"
+    npm install --prefix "$LOCAL" --no-audit --no-fund --silent "kinesis-local@$KINESIS_LOCAL_VERSION" >&2
+  fi
+}
+
+command="${1:-local}"
+case "$command" in
+  setup)
+    setup ;;
+  test)
+    shift; setup
+    cd "$ROOT" && exec "$VENV/bin/python" -m pytest "$@" ;;
+  local)
+    [ $# -gt 0 ] && shift; setup
+    exec "$VENV/bin/python" -m consumer local "$@" ;;
+  check|preview)
+    shift; setup
+    exec "$VENV/bin/python" -m consumer "$command" "$@" ;;
+  -h|--help|help)
+    sed -n '2,14p' "$0" ;;
+  *)
+    if [ ! -f "$command" ]; then
+      say "no such properties file: $command (try ./run.sh --help)"; exit 64
+    fi
+    setup
+    # `consumer run` validates the settings, then execs java: signals reach the daemon.
+    exec "$VENV/bin/python" -m consumer run "$command" ;;
+esac

@@ -1,0 +1,120 @@
+"""Shared fixtures: settings and records built from small dicts, and a clean environment."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from consumer import config
+from consumer.mapping import KinesisRecord
+
+BASE_PROPERTIES = {
+    "applicationName": "test-app",
+    "streamName": "events",
+    "regionName": "us-east-1",
+    "eventKey": "properties.eventName",
+    "posthogApiKey": "phc_test",
+    "posthogHost": "http://127.0.0.1:9",
+}
+
+SettingsFactory = Callable[..., config.Settings]
+RecordFactory = Callable[..., KinesisRecord]
+
+
+@pytest.fixture(autouse=True)
+def _clean_environ(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No test sees the developer's POSTHOG_* or KINESIS_POSTHOG_* variables."""
+    import os
+
+    for name in list(os.environ):
+        if name.startswith(("KINESIS_POSTHOG_", "POSTHOG_")):
+            monkeypatch.delenv(name)
+
+
+@pytest.fixture(name="make_settings")
+def _make_settings() -> SettingsFactory:
+    """Settings from BASE_PROPERTIES updated with keyword overrides (None removes a key)."""
+
+    def make(**overrides: str | None) -> config.Settings:
+        values = dict(BASE_PROPERTIES)
+        for key, value in overrides.items():
+            if value is None:
+                values.pop(key, None)
+            else:
+                values[key] = value
+        return config.from_mapping(values)
+
+    return make
+
+
+@pytest.fixture(name="make_record")
+def _make_record() -> RecordFactory:
+    """A KinesisRecord holding ``document`` as JSON (or ``data`` bytes as given)."""
+
+    def make(  # noqa: PLR0913 - every field of a record can matter to a test
+        document: Any = None,
+        *,
+        data: bytes | None = None,
+        sequence: str = "49590338271490256608559692538361571095921575989136588898",
+        sub_sequence: int = 0,
+        partition_key: str = "pk-1",
+        arrival_millis: int = 1_700_000_000_123,
+    ) -> KinesisRecord:
+        payload = data if data is not None else json.dumps(document).encode()
+        return KinesisRecord(
+            data=payload,
+            partition_key=partition_key,
+            sequence_number=sequence,
+            sub_sequence_number=sub_sequence,
+            arrival_millis=arrival_millis,
+        )
+
+    return make
+
+
+class ScriptedTransport:
+    """A fake HTTP layer: answers from a script (or a function of the events), records requests."""
+
+    def __init__(
+        self, *answers: Any, judge: Callable[[list[dict[str, Any]]], Any] | None = None
+    ) -> None:
+        self.answers = list(answers)
+        self.judge = judge
+        self.requests: list[dict[str, Any]] = []
+
+    def __call__(self, url: str, body: bytes, headers: Any, timeout: float) -> Any:
+        import gzip
+
+        from consumer.errors import RetryableDeliveryError
+        from consumer.sender import Response
+
+        document = json.loads(gzip.decompress(body))
+        self.requests.append(
+            {"url": url, "body": document, "headers": dict(headers), "timeout": timeout}
+        )
+        answer = (
+            self.judge(document["batch"])
+            if self.judge
+            else (self.answers.pop(0) if self.answers else 200)
+        )
+        if isinstance(answer, Exception):
+            raise answer
+        if isinstance(answer, tuple):
+            status, extra = answer
+            return Response(status, extra, "")
+        if answer == "timeout":
+            raise RetryableDeliveryError("no answer from PostHog within 1s")
+        return Response(answer, {}, "{}" if answer == 200 else "refused")
+
+    def delivered_uuids(self) -> list[str]:
+        """Uuids of events in requests the script answered 200 (only meaningful with judge=None)."""
+        return [e["uuid"] for r in self.requests for e in r["body"]["batch"]]
+
+
+@pytest.fixture(name="sleeps")
+def _sleeps() -> list[float]:
+    """Collects the waits a component asked for, instead of waiting."""
+    return []
