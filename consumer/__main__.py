@@ -52,7 +52,8 @@ def main(argv: Sequence[str] | None = None) -> int:  # noqa: PLR0911 - one retur
         if command == "standin":
             from consumer.local.standin import serve
 
-            return serve(port=args.port, api_key=args.api_key)
+            record_file = Path(args.record_file) if args.record_file else None
+            return serve(port=args.port, api_key=args.api_key, record_file=record_file)
     except ConfigError as exc:
         log.critical("%s", exc)
         return EXIT_CONFIG
@@ -134,6 +135,7 @@ def _parser() -> argparse.ArgumentParser:
     standin = commands.add_parser("standin", help="run the PostHog capture stand-in")
     standin.add_argument("--port", type=int, default=8000)
     standin.add_argument("--api-key", default="phc_local")
+    standin.add_argument("--record-file", help="append accepted events here; reload them on start")
     return parser
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import base64
 import functools
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 from amazon_kclpy.v3 import processor as kcl
@@ -171,8 +171,3 @@ def _to_record(raw: Any) -> KinesisRecord:
         sub_sequence_number=int(raw.sub_sequence_number or 0),
         arrival_millis=int(raw.timestamp_millis),
     )
-
-
-def records_to_positions(records: Iterable[KinesisRecord]) -> list[Position]:
-    """Positions of ``records`` (for logs and tests)."""
-    return [Position(r.sequence_number, r.sub_sequence_number) for r in records]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -118,3 +118,12 @@ class ScriptedTransport:
 def _sleeps() -> list[float]:
     """Collects the waits a component asked for, instead of waiting."""
     return []
+
+
+@pytest.fixture(scope="session", name="emulators")
+def _emulators(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """kinesis-mock and moto, started once for every test that needs AWS."""
+    from consumer.local import emulators
+
+    with emulators.running(tmp_path_factory.mktemp("emulators")) as endpoints:
+        yield endpoints

@@ -9,6 +9,7 @@ Each test prints its figures (run with ``-s`` to see them).
 from __future__ import annotations
 
 import base64
+import re
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -16,9 +17,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import boto3
 import pytest
 
-from consumer.local import emulators, harness
+from consumer.local import harness
+from consumer.local.emulators import LOCAL_ENV, Emulators
 from consumer.mapping import format_timestamp
 from tests.e2e_support import Put, elapsed_since, good, put_all, read_dead_letters, wait_for_events
 
@@ -28,6 +31,7 @@ STREAM = "e2e-events"
 SHARDS = 4
 FIRST_START_TIMEOUT = 180.0
 RESTART_TIMEOUT = 150.0
+OUTAGE_PHASE_SECONDS = 8.0
 
 BAD_RECORDS = [
     (b"\xff\xfe not utf-8", "not_utf8"),
@@ -42,7 +46,7 @@ BAD_RECORDS = [
 class Pipeline:
     """Everything the module's tests share."""
 
-    def __init__(self, workdir: Path, endpoints: emulators.Emulators) -> None:
+    def __init__(self, workdir: Path, endpoints: Emulators) -> None:
         self.workdir = workdir
         self.standin = harness.StandIn(workdir / "standin.log")
         self.kinesis = harness.kinesis_client(endpoints.kinesis_endpoint)
@@ -67,6 +71,7 @@ class Pipeline:
                 "checkpointIntervalSeconds": "1",
                 "checkpointIntervalRecords": "50",
                 "batchMaxEvents": "40",
+                "posthogTimeoutSeconds": "2",
                 # KCL's own leader lease is 120 s; a dead leader's lock is released sooner here.
                 "leaderLockStaleSeconds": "35",
             },
@@ -87,17 +92,15 @@ class Pipeline:
 
 
 @pytest.fixture(scope="module", name="pipeline")
-def _pipeline(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
-    workdir = tmp_path_factory.mktemp("e2e")
-    with emulators.running(workdir) as endpoints:
-        pipeline = Pipeline(workdir, endpoints)
-        pipeline.standin.control(reject_events=["poison"])
-        try:
-            yield pipeline
-        finally:
-            if pipeline.worker is not None:
-                pipeline.worker.stop()
-            pipeline.standin.close()
+def _pipeline(tmp_path_factory: pytest.TempPathFactory, emulators: Emulators) -> Iterator[Pipeline]:
+    pipeline = Pipeline(tmp_path_factory.mktemp("e2e"), emulators)
+    pipeline.standin.control(reject_events=["poison"])
+    try:
+        yield pipeline
+    finally:
+        if pipeline.worker is not None:
+            pipeline.worker.stop()
+        pipeline.standin.close()
 
 
 def by_uuid(events: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -213,6 +216,61 @@ def test_kill_9_loses_nothing_and_replays_identically(pipeline: Pipeline) -> Non
         assert first == event, "a replay is the same event"
 
 
+def test_posthog_outage_waits_and_loses_nothing(pipeline: Pipeline) -> None:
+    """PostHog answers 503, then refuses connections, then hangs past the client timeout;
+    when it is back every record arrives, and the request rate while down stays low."""
+    before = pipeline.standin.stats()["events"]
+    pipeline.standin.control(status=503)
+    new = put_all(pipeline.kinesis, STREAM, [good(n) for n in range(4000, 4100)])
+    harness.wait_until(
+        lambda: any(r["status"] == 503 for r in pipeline.standin.requests()), RESTART_TIMEOUT
+    )
+    time.sleep(OUTAGE_PHASE_SECONDS)
+    refused = [r for r in pipeline.standin.requests() if r["status"] == 503]
+    pipeline.standin.close()  # connection refused
+    time.sleep(OUTAGE_PHASE_SECONDS)
+    pipeline.standin.restart()
+    pipeline.standin.control(
+        reject_events=["poison"], hang_seconds=4
+    )  # past the 2 s client timeout
+    # Backoff has grown by now; hold the hang until at least one attempt has timed out in it.
+    harness.wait_until(lambda: len(pipeline.standin.requests()) > 0, RESTART_TIMEOUT)
+    hung = len(pipeline.standin.requests())
+    pipeline.standin.control(reject_events=["poison"])
+    wanted = {p.uuid for p in new}
+    harness.wait_until(
+        lambda: wanted <= {e["uuid"] for e in pipeline.standin.events(before)}, RESTART_TIMEOUT
+    )
+    span = refused[-1]["time"] - refused[0]["time"] if len(refused) > 1 else 0.0
+    print(
+        f"\n[e2e] outage: {len(refused)} requests answered 503 over {span:.1f}s "
+        f"({len(refused) / max(span, 1.0):.2f}/s for all shards), {hung} requests during the hang"
+    )
+    assert wanted <= {e["uuid"] for e in pipeline.standin.events(before)}, "nothing lost"
+    assert hung > 0, "the hang phase was exercised"
+    # Backoff 0.5 s doubling to 30 s, per shard: far below one request per second per shard.
+    assert len(refused) <= SHARDS * 8
+
+
+def test_retry_after_is_honoured(pipeline: Pipeline) -> None:
+    """A 429 with Retry-After: 3 delays that shard's next attempt by at least 3 s."""
+    first_request = len(pipeline.standin.requests())
+    pipeline.standin.control(reject_events=["poison"], status=429, remaining=1, retry_after="3")
+    new = put_all(pipeline.kinesis, STREAM, [("one-key", *good(n)[1:]) for n in range(5000, 5005)])
+    wanted = {p.uuid for p in new}
+    harness.wait_until(
+        lambda: wanted <= {e["uuid"] for e in pipeline.standin.events()}, RESTART_TIMEOUT
+    )
+    requests = pipeline.standin.requests()[first_request:]
+    limited = next(r for r in requests if r["status"] == 429)
+    retry = next(
+        r for r in requests if r["time"] > limited["time"] and r["shards"] == limited["shards"]
+    )
+    waited = retry["time"] - limited["time"]
+    print(f"\n[e2e] retry after a 429 with Retry-After: 3 came {waited:.2f}s later")
+    assert waited >= 2.95
+
+
 def test_wrong_key_stops_the_worker_and_drops_nothing(pipeline: Pipeline) -> None:
     """With a refused key the worker exits non-zero without checkpointing; fixed, it delivers all."""
     assert pipeline.worker is not None
@@ -235,3 +293,62 @@ def test_wrong_key_stops_the_worker_and_drops_nothing(pipeline: Pipeline) -> Non
         RESTART_TIMEOUT,
     )
     assert wanted <= {e["uuid"] for e in pipeline.standin.events(before["events"])}
+
+
+def test_lease_loss_mid_batch_never_checkpoints(pipeline: Pipeline, emulators: Emulators) -> None:
+    """Another owner takes the lease while our shard process is stuck mid-batch: when the
+    batch finally goes through, the loser's checkpoint is refused and the lease's
+    checkpoint stays where it was; the records then arrive under the next owner."""
+    dynamodb = boto3.client(
+        "dynamodb",
+        endpoint_url=emulators.dynamodb_endpoint,
+        region_name=LOCAL_ENV["AWS_REGION"],
+        aws_access_key_id=LOCAL_ENV["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=LOCAL_ENV["AWS_SECRET_ACCESS_KEY"],
+    )
+    table = "kinesis-posthog-e2e"
+    before = pipeline.standin.stats()["events"]
+    pipeline.standin.control(
+        reject_events=["poison"], hang_seconds=5
+    )  # every attempt times out (2 s)
+    new = put_all(
+        pipeline.kinesis, STREAM, [("lease-key", *good(n)[1:]) for n in range(6000, 6020)]
+    )
+    shard = new[0].shard_id
+    key = {"leaseKey": {"S": shard}}
+    time.sleep(4)  # the shard process is now retrying its batch
+    checkpoint_before = dynamodb.get_item(TableName=table, Key=key)["Item"]["checkpoint"]["S"]
+
+    def steal() -> None:
+        dynamodb.update_item(
+            TableName=table,
+            Key=key,
+            UpdateExpression="SET leaseOwner = :thief ADD leaseCounter :one",
+            ExpressionAttributeValues={":thief": {"S": "thief-worker"}, ":one": {"N": "1"}},
+        )
+
+    steal()
+    deadline = time.monotonic() + 8  # the thief renews, as a live worker would
+    while time.monotonic() < deadline:
+        time.sleep(1)
+        steal()
+    pipeline.standin.control(reject_events=["poison"])  # the stuck batch now goes through
+    log_file = pipeline.workdir / f"worker-{pipeline.starts}.log"
+    refused = re.compile(rf"shard {shard}: (lease gone|checkpoint at \S+ refused)")
+    deadline = time.monotonic() + 60
+    while not refused.search(log_file.read_text()) and time.monotonic() < deadline:
+        time.sleep(0.5)
+        steal()
+    checkpoint_after = dynamodb.get_item(TableName=table, Key=key)["Item"]["checkpoint"]["S"]
+    match = refused.search(log_file.read_text())
+    print(
+        f"\n[e2e] lease stolen mid-batch: loser's checkpoint -> {match.group(0) if match else None!r}"
+    )
+    assert match is not None, "the loser tried to checkpoint after delivering, and was refused"
+    assert checkpoint_after == checkpoint_before, "the lease's checkpoint did not move"
+    # The thief stops renewing; the lease expires and is reassigned; nothing is missing.
+    wanted = {p.uuid for p in new}
+    harness.wait_until(
+        lambda: wanted <= {e["uuid"] for e in pipeline.standin.events(before)}, RESTART_TIMEOUT
+    )
+    assert wanted <= {e["uuid"] for e in pipeline.standin.events(before)}

@@ -69,6 +69,8 @@ def demo_properties(
 def run_demo(*, records: int, until_delivered: bool = False) -> int:
     """Run the local default until Ctrl+C (or, with ``until_delivered``, until all arrived)."""
     RUN_DIR.mkdir(parents=True, exist_ok=True)
+    for old_log in RUN_DIR.glob("*.log"):
+        old_log.unlink()
     say(f"logs in {RUN_DIR}")
     started = time.monotonic()
     with emulators.running(RUN_DIR) as endpoints:

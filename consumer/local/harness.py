@@ -47,23 +47,29 @@ class StandIn:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.api_key = api_key
-        with log_file.open("ab") as sink:
-            self.process = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "consumer",
-                    "standin",
-                    "--port",
-                    str(self.port),
-                    "--api-key",
-                    api_key,
-                ],
-                stdout=sink,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
+        self._log_file = log_file
+        self._record_file = log_file.with_suffix(".events.jsonl")
+        self._record_file.unlink(missing_ok=True)  # a new stand-in starts empty
+        self.process = self._spawn()
+
+    def _spawn(self) -> subprocess.Popen[bytes]:
+        command = [sys.executable, "-m", "consumer", "standin", "--port", str(self.port)]
+        command += ["--api-key", self.api_key, "--record-file", str(self._record_file)]
+        with self._log_file.open("ab") as sink:
+            process = subprocess.Popen(
+                command, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True
             )
-        wait_for_port(self.port, self.process, "capture stand-in")
+        wait_for_port(self.port, process, "capture stand-in")
+        return process
+
+    def restart(self) -> None:
+        """Start again on the same port after :meth:`close` (accepted events are kept)."""
+        self.process = self._spawn()
+
+    def requests(self) -> list[dict[str, Any]]:
+        """One entry per capture request since the last start: time, status, events."""
+        found: list[dict[str, Any]] = self._get("/_requests")["requests"]
+        return found
 
     def events(self, since: int = 0) -> list[dict[str, Any]]:
         """Events accepted so far (from index ``since``)."""

@@ -9,6 +9,10 @@ event over 1 MB, and 200 ``{"status": 1}`` otherwise. Accepted events are kept i
 Test and demo hooks (not PostHog's API):
 
 * ``GET /_events?since=N`` -> accepted events from index N; ``GET /_stats`` -> counters;
+  ``GET /_requests`` -> one ``{"time", "status", "events"}`` per capture request;
+* with ``--record-file``, accepted events are also appended there and reloaded on start,
+  so the stand-in can be stopped (connection refused) and started again without
+  forgetting what it accepted;
 * ``POST /_control`` with ``{"status": 503, "remaining": 5, "retry_after": "2",
   "hang_seconds": 0, "reject_events": ["bad"]}`` -> answer the next ``remaining``
   requests (all, if null) with ``status``, delay answers, or refuse with 400 any batch
@@ -26,6 +30,7 @@ import zlib
 from collections import Counter
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -39,12 +44,25 @@ DECOMPRESSED_LIMIT = 100 * 1000 * 1000
 
 
 class _State:
-    def __init__(self, api_key: str) -> None:
+    def __init__(self, api_key: str, record_file: Path | None) -> None:
         self.api_key = api_key
         self.lock = threading.Lock()
+        self.record_file = record_file
         self.events: list[dict[str, Any]] = []
+        if record_file is not None and record_file.exists():
+            self.events = [
+                json.loads(line) for line in record_file.read_text().splitlines() if line
+            ]
         self.statuses: Counter[int] = Counter()
+        self.requests: list[dict[str, Any]] = []
         self.control: dict[str, Any] = {}
+
+    def accept(self, events: list[dict[str, Any]]) -> None:
+        with self.lock:
+            self.events.extend(events)
+            if self.record_file is not None:
+                with self.record_file.open("a", encoding="utf-8") as sink:
+                    sink.writelines(json.dumps(event) + "\n" for event in events)
 
     def next_override(self) -> tuple[int | None, str | None, float]:
         with self.lock:
@@ -70,6 +88,11 @@ class _RefusalError(Exception):
 class _Handler(BaseHTTPRequestHandler):
     server: _Server
     protocol_version = "HTTP/1.1"
+    # Headers and body go out in separate writes; with Nagle on, every keep-alive answer
+    # waits for the client's delayed ACK (~40 ms), which would cap a client at ~25 req/s.
+    disable_nagle_algorithm = True
+    accepted = 0  # events accepted by the request being answered (for /_requests)
+    shards: tuple[str, ...] = ()  # $kinesis_shard_id values in the request (for /_requests)
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - base class signature
         log.debug(format, *args)
@@ -83,6 +106,9 @@ class _Handler(BaseHTTPRequestHandler):
                 self._reply(
                     HTTPStatus.OK, {"events": state.events[since:], "total": len(state.events)}
                 )
+        elif url.path == "/_requests":
+            with state.lock:
+                self._reply(HTTPStatus.OK, {"requests": list(state.requests)})
         elif url.path == "/_stats":
             with state.lock:
                 statuses = {str(k): v for k, v in state.statuses.items()}
@@ -103,12 +129,15 @@ class _Handler(BaseHTTPRequestHandler):
             with state.lock:
                 state.events.clear()
                 state.statuses.clear()
+                state.requests.clear()
                 state.control = {}
             self._reply(HTTPStatus.OK, {"ok": True})
             return
         if path not in ("/batch/", "/batch", "/capture/", "/capture", "/e/", "/e"):
             self._count_and_reply(HTTPStatus.NOT_FOUND, {"error": "not found"})
             return
+        self.accepted = 0
+        self.shards = _shards_of(body)
         status, retry_after, hang = state.next_override()
         if hang:
             time.sleep(hang)
@@ -123,8 +152,8 @@ class _Handler(BaseHTTPRequestHandler):
                 refusal.status, {"type": "validation_error", "detail": str(refusal)}
             )
             return
-        with state.lock:
-            state.events.extend(events)
+        state.accept(events)
+        self.accepted = len(events)
         self._count_and_reply(HTTPStatus.OK, {"status": 1})
 
     def _accept(self, path: str, body: bytes) -> list[dict[str, Any]]:
@@ -162,6 +191,14 @@ class _Handler(BaseHTTPRequestHandler):
     ) -> None:
         with self.server.state.lock:
             self.server.state.statuses[status.value] += 1
+            self.server.state.requests.append(
+                {
+                    "time": time.time(),
+                    "status": status.value,
+                    "events": self.accepted,
+                    "shards": self.shards,
+                }
+            )
         self._reply(status, payload, headers)
 
     def _reply(
@@ -175,6 +212,19 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header(name, value)
         self.end_headers()
         self.wfile.write(data)
+
+
+def _shards_of(body: bytes) -> tuple[str, ...]:
+    """Best effort: which shards' events a request carries (for the request log only)."""
+    try:
+        if body[:2] == b"\x1f\x8b":
+            body = zlib.decompressobj(wbits=31).decompress(body, DECOMPRESSED_LIMIT)
+        events = json.loads(body).get("batch") or []
+        return tuple(
+            sorted({str((e.get("properties") or {}).get("$kinesis_shard_id")) for e in events})
+        )
+    except (ValueError, AttributeError, zlib.error):
+        return ()
 
 
 def _validate(event: Any, rejected: set[str]) -> None:
@@ -200,19 +250,23 @@ def _validate(event: Any, rejected: set[str]) -> None:
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, port: int, api_key: str) -> None:
-        self.state = _State(api_key)
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that gave up (timeout) before the answer is expected here; say so briefly."""
+        log.debug("client %s went away before its answer", client_address)
+
+    def __init__(self, port: int, api_key: str, record_file: Path | None) -> None:
+        self.state = _State(api_key, record_file)
         super().__init__(("127.0.0.1", port), _Handler)
 
 
-def make_server(port: int, api_key: str) -> ThreadingHTTPServer:
+def make_server(port: int, api_key: str, record_file: Path | None = None) -> ThreadingHTTPServer:
     """Build (bind) the server without serving; port 0 picks a free port."""
-    return _Server(port, api_key)
+    return _Server(port, api_key, record_file)
 
 
-def serve(*, port: int, api_key: str) -> int:
+def serve(*, port: int, api_key: str, record_file: Path | None = None) -> int:
     """Serve until interrupted (``python -m consumer standin``)."""
-    server = make_server(port, api_key)
+    server = make_server(port, api_key, record_file)
     log.info(
         "PostHog capture stand-in on http://127.0.0.1:%d (project key %s...)",
         server.server_port,
