@@ -250,7 +250,7 @@ def _validate(event: Any, rejected: set[str]) -> None:
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
 
-    def handle_error(self, request: Any, client_address: Any) -> None:
+    def handle_error(self, request: Any, client_address: Any) -> None:  # noqa: ARG002 - base signature
         """A client that gave up (timeout) before the answer is expected here; say so briefly."""
         log.debug("client %s went away before its answer", client_address)
 
