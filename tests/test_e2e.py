@@ -32,6 +32,7 @@ SHARDS = 4
 FIRST_START_TIMEOUT = 180.0
 RESTART_TIMEOUT = 150.0
 OUTAGE_PHASE_SECONDS = 8.0
+ECS_STOP_TIMEOUT_SECONDS = 30.0  # ECS stopTimeout default: SIGKILL follows
 
 BAD_RECORDS = [
     (b"\xff\xfe not utf-8", "not_utf8"),
@@ -101,6 +102,20 @@ def _pipeline(tmp_path_factory: pytest.TempPathFactory, emulators: Emulators) ->
         if pipeline.worker is not None:
             pipeline.worker.stop()
         pipeline.standin.close()
+
+
+def _group_alive(worker: harness.Worker | None) -> bool:
+    """Whether any process of the worker's process group is still running (zombies aside)."""
+    assert worker is not None
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # exited while we looked
+        state, process_group = fields[0], int(fields[2])
+        if process_group == worker.process.pid and state != "Z":
+            return True
+    return False
 
 
 def by_uuid(events: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -250,6 +265,37 @@ def test_posthog_outage_waits_and_loses_nothing(pipeline: Pipeline) -> None:
     assert hung > 0, "the hang phase was exercised"
     # Backoff 0.5 s doubling to 30 s, per shard: far below one request per second per shard.
     assert len(refused) <= SHARDS * 8
+
+
+def test_sigterm_while_posthog_is_down_exits_in_time_and_loses_nothing(pipeline: Pipeline) -> None:
+    """ECS stops the task while a batch cannot be delivered: the worker exits within ECS's
+    default 30 s stop timeout, nothing stuck is checkpointed, and the next worker delivers it."""
+    assert pipeline.worker is not None
+    before = pipeline.standin.stats()["events"]
+    pipeline.standin.control(reject_events=["poison"], status=503)
+    first_request = len(pipeline.standin.requests())
+    new = put_all(pipeline.kinesis, STREAM, [good(n) for n in range(4500, 4540)])
+    harness.wait_until(
+        lambda: any(r["status"] == 503 for r in pipeline.standin.requests()[first_request:]),
+        RESTART_TIMEOUT,
+    )
+    start = time.monotonic()
+    status = pipeline.worker.stop(timeout=60)
+    stopped_in = time.monotonic() - start
+    # Shard processes and the watchdog notice the daemon is gone within a few seconds.
+    group_empty = harness.wait_until(lambda: not _group_alive(pipeline.worker), 10)
+    print(
+        f"\n[e2e] SIGTERM with PostHog down: worker exited in {stopped_in:.1f}s (status {status})"
+    )
+    assert stopped_in < ECS_STOP_TIMEOUT_SECONDS
+    assert group_empty, "no shard process outlives its daemon"
+    pipeline.standin.control(reject_events=["poison"])
+    pipeline.start()
+    wanted = {p.uuid for p in new}
+    harness.wait_until(
+        lambda: wanted <= {e["uuid"] for e in pipeline.standin.events(before)}, RESTART_TIMEOUT
+    )
+    assert wanted <= {e["uuid"] for e in pipeline.standin.events(before)}
 
 
 def test_retry_after_is_honoured(pipeline: Pipeline) -> None:
