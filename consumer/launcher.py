@@ -18,6 +18,7 @@ import sys
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
+from typing import NamedTuple
 
 import amazon_kclpy
 
@@ -49,9 +50,15 @@ def jar_dir() -> Path:
     return Path(amazon_kclpy.__file__).parent / "jars"
 
 
-def prepare(
-    properties_path: Path, environ: Mapping[str, str], workdir: Path
-) -> tuple[list[str], dict[str, str]]:
+class Launch(NamedTuple):
+    """What ``run`` execs: the daemon's command line and environment, and the settings."""
+
+    argv: list[str]
+    env: dict[str, str]
+    settings: config.Settings
+
+
+def prepare(properties_path: Path, environ: Mapping[str, str], workdir: Path) -> Launch:
     """Validate everything and return the daemon's argv and environment."""
     settings = config.load(properties_path, environ)
     merged = config.apply_overrides(read_properties(properties_path), environ)
@@ -83,7 +90,7 @@ def prepare(
     own_logback = properties_path.resolve().parent / "logback.xml"
     logback = own_logback if own_logback.exists() else DEFAULT_LOGBACK
     argv += ["--log-configuration", str(logback)]
-    return argv, env
+    return Launch(argv, env, settings)
 
 
 def start_leader_watchdog(env: Mapping[str, str]) -> subprocess.Popen[bytes]:
@@ -98,8 +105,7 @@ def start_leader_watchdog(env: Mapping[str, str]) -> subprocess.Popen[bytes]:
 def run(properties_path: Path) -> int:
     """Validate, then replace this process with the daemon (never returns on success)."""
     workdir = Path(tempfile.mkdtemp(prefix="kinesis-posthog-"))
-    argv, env = prepare(properties_path, os.environ, workdir)
-    settings = config.load(Path(env[PROPERTIES_ENV]), env)
+    argv, env, settings = prepare(properties_path, os.environ, workdir)
     start_leader_watchdog(env)
     log.info(
         "starting the KCL daemon for application %s, stream %s -> PostHog at %s",

@@ -1,0 +1,39 @@
+"""The daemon's command line and environment, built from the properties and overrides."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from consumer.launcher import DAEMON_CLASS, PROPERTIES_ENV, prepare
+from consumer.propfile import read_properties
+from tests.conftest import BASE_PROPERTIES
+
+
+def test_prepare(tmp_path: Path) -> None:
+    """Overrides reach the daemon's file, secrets travel only in the environment."""
+    source = tmp_path / "app.properties"
+    values = {**BASE_PROPERTIES, "awsAccessKeyId": "AKIDEXAMPLE", "awsSecretAccessKey": "s3cr3t"}
+    source.write_text("\n".join(f"{k} = {v}" for k, v in values.items()))
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    argv, env, settings = prepare(
+        source, {"KINESIS_POSTHOG_streamName": "prod", "PATH": "/usr/bin:/bin"}, workdir
+    )
+
+    effective = Path(env[PROPERTIES_ENV])
+    written = read_properties(effective)
+    assert written["streamName"] == "prod"
+    assert written["shutdownGraceMillis"] == "20000"  # our default: KCL's 0 breaks Ctrl+C
+    assert written["AwsCredentialsProvider"] == "DefaultCredentialsProvider"
+    text = effective.read_text()
+    for secret in ("phc_test", "s3cr3t", "AKIDEXAMPLE"):
+        assert secret not in text
+        assert secret not in " ".join(argv)
+    assert (env["POSTHOG_API_KEY"], env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"]) == (
+        "phc_test",
+        "AKIDEXAMPLE",
+        "s3cr3t",
+    )
+    assert DAEMON_CLASS in argv
+    assert argv[argv.index("--properties-file") + 1] == str(effective)
+    assert settings.stream_name == "prod"
