@@ -137,7 +137,12 @@ class _Handler(BaseHTTPRequestHandler):
             self._count_and_reply(HTTPStatus.NOT_FOUND, {"error": "not found"})
             return
         self.accepted = 0
-        self.shards = _shards_of(body)
+        single = not path.startswith("/batch")
+        try:
+            document: dict[str, Any] | _RefusalError = _decode(body, single=single)
+        except _RefusalError as refusal:
+            document = refusal
+        self.shards = _shards_of(document)
         status, retry_after, hang = state.next_override()
         if hang:
             time.sleep(hang)
@@ -146,7 +151,9 @@ class _Handler(BaseHTTPRequestHandler):
             self._count_and_reply(HTTPStatus(status), {"error": "injected"}, headers)
             return
         try:
-            events = self._accept(path, body)
+            if isinstance(document, _RefusalError):
+                raise document
+            events = self._accept(document, single=single)
         except _RefusalError as refusal:
             self._count_and_reply(
                 refusal.status, {"type": "validation_error", "detail": str(refusal)}
@@ -156,23 +163,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.accepted = len(events)
         self._count_and_reply(HTTPStatus.OK, {"status": 1})
 
-    def _accept(self, path: str, body: bytes) -> list[dict[str, Any]]:
-        single = not path.startswith("/batch")
-        if len(body) > (CAPTURE_BODY_LIMIT if single else BATCH_BODY_LIMIT):
-            raise _RefusalError(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, "payload too large")
-        if body[:2] == b"\x1f\x8b":
-            try:
-                body = zlib.decompressobj(wbits=31).decompress(body, DECOMPRESSED_LIMIT)
-            except zlib.error as exc:
-                raise _RefusalError(HTTPStatus.BAD_REQUEST, "invalid gzip body") from exc
-        try:
-            document = json.loads(body)
-        except ValueError as exc:
-            raise _RefusalError(
-                HTTPStatus.BAD_REQUEST, "failed to decode the request body as JSON"
-            ) from exc
-        if not isinstance(document, dict):
-            raise _RefusalError(HTTPStatus.BAD_REQUEST, "request body must be a JSON object")
+    def _accept(self, document: dict[str, Any], *, single: bool) -> list[dict[str, Any]]:
         key = document.get("api_key") or document.get("token")
         events = [document] if single else document.get("batch")
         if single:
@@ -214,17 +205,35 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(data)
 
 
-def _shards_of(body: bytes) -> tuple[str, ...]:
-    """Best effort: which shards' events a request carries (for the request log only)."""
-    try:
-        if body[:2] == b"\x1f\x8b":
+def _decode(body: bytes, *, single: bool) -> dict[str, Any]:
+    """The request body as a JSON object (gzip or plain), or the refusal PostHog would give."""
+    if len(body) > (CAPTURE_BODY_LIMIT if single else BATCH_BODY_LIMIT):
+        raise _RefusalError(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, "payload too large")
+    if body[:2] == b"\x1f\x8b":
+        try:
             body = zlib.decompressobj(wbits=31).decompress(body, DECOMPRESSED_LIMIT)
-        events = json.loads(body).get("batch") or []
-        return tuple(
-            sorted({str((e.get("properties") or {}).get("$kinesis_shard_id")) for e in events})
-        )
-    except (ValueError, AttributeError, zlib.error):
-        return ()
+        except zlib.error as exc:
+            raise _RefusalError(HTTPStatus.BAD_REQUEST, "invalid gzip body") from exc
+    try:
+        document = json.loads(body)
+    except ValueError as exc:
+        raise _RefusalError(
+            HTTPStatus.BAD_REQUEST, "failed to decode the request body as JSON"
+        ) from exc
+    if not isinstance(document, dict):
+        raise _RefusalError(HTTPStatus.BAD_REQUEST, "request body must be a JSON object")
+    return document
+
+
+def _shards_of(document: dict[str, Any] | Exception) -> tuple[str, ...]:
+    """Which shards' events a request carries (for the request log only)."""
+    batch = document.get("batch") if isinstance(document, dict) else None
+    shards = set()
+    for event in batch if isinstance(batch, list) else ():
+        properties = event.get("properties") if isinstance(event, dict) else None
+        if isinstance(properties, dict):
+            shards.add(str(properties.get("$kinesis_shard_id")))
+    return tuple(sorted(shards))
 
 
 def _validate(event: Any, rejected: set[str]) -> None:
