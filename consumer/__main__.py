@@ -16,9 +16,9 @@ from pathlib import Path
 
 from consumer import config
 from consumer.errors import ConfigError
+from consumer.exits import ExitStatus
 
-PROPERTIES_ENV = "KINESIS_POSTHOG_PROPERTIES"
-EXIT_CONFIG = 78  # EX_CONFIG
+PROPERTIES_ENV = config.PROPERTIES_ENV
 
 log = logging.getLogger("consumer")
 
@@ -56,7 +56,7 @@ def main(argv: Sequence[str] | None = None) -> int:  # noqa: PLR0911 - one retur
             return serve(port=args.port, api_key=args.api_key, record_file=record_file)
     except ConfigError as exc:
         log.critical("%s", exc)
-        return EXIT_CONFIG
+        return ExitStatus.CONFIG
     raise AssertionError(command)  # pragma: no cover - argparse restricts the choices
 
 
@@ -74,7 +74,7 @@ def _process(properties: str | None) -> int:
         raise ConfigError(PROPERTIES_ENV, "", "the properties file path (run.sh sets it)")
     settings = config.load(Path(path))
     kcl.KCLProcess(build_processor(settings)).run()
-    return 0
+    return ExitStatus.OK
 
 
 def _watch_leader(parent_pid: int) -> int:

@@ -1,28 +1,32 @@
 """Settings: one frozen object, built and validated once at start-up.
 
-Our keys live in the KCL ``.properties`` file beside the daemon's own. Any key can be
-overridden from the environment as ``KINESIS_POSTHOG_<key>`` (``KINESIS_POSTHOG_streamName``),
-so one image serves every environment; ``POSTHOG_API_KEY`` and ``POSTHOG_HOST`` are
-read under their usual names too. Every error names the key, the value and what is
-allowed, and is raised before any record is read.
+Our keys live in the KCL ``.properties`` file beside the daemon's own; any other key must
+be one the daemon reads (:mod:`consumer.kclkeys`), which ignores a misspelled one without a
+word. Any key can be overridden from the environment as ``KINESIS_POSTHOG_<key>``
+(``KINESIS_POSTHOG_streamName``), so one image serves every environment; ``POSTHOG_API_KEY``
+and ``POSTHOG_HOST`` are read under their usual names too. Every error names the key, the
+value and what is allowed, and is raised before any record is read.
 """
 
 from __future__ import annotations
 
-import difflib
 import enum
+import ipaddress
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 from urllib.parse import urlsplit
 
-from consumer import paths
+from consumer import kclkeys, paths
 from consumer.errors import ConfigError
 from consumer.propfile import read_properties
 
 ENV_PREFIX = "KINESIS_POSTHOG_"
+# Where the launcher tells shard processes the file is: an environment name, not a key.
+PROPERTIES_ENV = f"{ENV_PREFIX}PROPERTIES"
 API_KEY_ENV = "POSTHOG_API_KEY"
 HOST_ENV = "POSTHOG_HOST"
 
@@ -67,6 +71,9 @@ class DeadLetterTarget:
     location: str
 
 
+DEFAULT_DEAD_LETTER = DeadLetterTarget(DeadLetterKind.FILE, "dead-letter.jsonl")
+
+
 @dataclass(frozen=True, kw_only=True)
 class Settings:
     """Everything the processor needs, validated; see README "Configuration"."""
@@ -89,62 +96,42 @@ class Settings:
     historical_migration: bool = False
 
     posthog_host: str = DEFAULT_POSTHOG_HOST
+    posthog_allow_http: bool = False
     api_key: str = field(repr=False)
     timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS
     batch_max_events: int = DEFAULT_BATCH_MAX_EVENTS
     batch_max_bytes: int = DEFAULT_BATCH_MAX_BYTES
-    dead_letter: DeadLetterTarget = DeadLetterTarget(DeadLetterKind.FILE, "dead-letter.jsonl")
+    dead_letter: DeadLetterTarget = DEFAULT_DEAD_LETTER
     checkpoint_interval_seconds: float = DEFAULT_CHECKPOINT_SECONDS
     checkpoint_interval_records: int = DEFAULT_CHECKPOINT_RECORDS
     leader_lock_stale_seconds: float | None = None
 
 
-# Our keys, and the KCL keys we read; the launcher hands the rest to the daemon untouched.
+# Our keys. Of the daemon's (KCL_KEYS, handed to it untouched) we read streamName/streamArn,
+# applicationName, regionName, kinesisEndpoint and dynamoDBEndpoint too.
 OUR_KEYS = frozenset(
     {
-        "eventKey",
-        "additionalPropertyMappings",
-        "distinctIdKey",
-        "missingDistinctId",
-        "fallbackDistinctId",
-        "timestampKey",
-        "includeAllProperties",
-        "historicalMigration",
-        "posthogHost",
-        "posthogApiKey",
-        "posthogTimeoutSeconds",
-        "batchMaxEvents",
-        "batchMaxBytes",
-        "deadLetter",
-        "checkpointIntervalSeconds",
-        "checkpointIntervalRecords",
-        "awsAccessKeyId",
-        "awsSecretAccessKey",
-        "leaderLockStaleSeconds",
-    }
-)
-KCL_KEYS = frozenset(
-    {
-        "executableName", "applicationName", "streamName", "streamArn", "regionName",
-        "AwsCredentialsProvider", "AwsCredentialsProviderDynamoDB",
-        "AwsCredentialsProviderCloudWatch", "kinesisEndpoint", "dynamoDBEndpoint",
-        "cloudWatchEndpoint", "processingLanguage", "initialPositionInStream",
-        "initialPositionInStreamExtended", "retrievalMode", "maxRecords",
-        "idleTimeBetweenReadsInMillis", "failoverTimeMillis", "shardSyncIntervalMillis",
-        "cleanupLeasesUponShardCompletion", "maxLeasesForWorker", "maxLeasesToStealAtOneTime",
-        "workerId", "tableName", "metricsLevel", "metricsEnabledDimensions",
-        "shutdownGraceMillis", "parentShardPollIntervalMillis", "callProcessRecordsEvenForEmptyRecordList",
-        "isGracefulLeaseHandoffEnabled", "gracefulLeaseHandoffTimeoutMillis",
-        "taskBackoffTimeMillis", "validateSequenceNumberBeforeCheckpointing",
-        "maxGetRecordsThreadPool", "retryGetRecordsInSeconds", "timeoutInSeconds",
-        "billingMode", "leaseTableDeletionProtectionEnabled", "leaseTablePitrEnabled",
-        "maxActiveThreads", "skipShardSyncAtStartupIfLeasesExist", "listShardsBackoffTimeInMillis",
-        "maxListShardsRetryAttempts", "leaseManagementConfig", "coordinatorConfig",
-        "workerUtilizationAwareAssignmentConfig", "gracefulLeaseHandoffConfig",
-        "clientVersionConfig", "coordinatorStateTableName", "workerMetricsTableName",
+        "eventKey", "additionalPropertyMappings", "distinctIdKey", "missingDistinctId",
+        "fallbackDistinctId", "timestampKey", "includeAllProperties", "historicalMigration",
+        "posthogHost", "posthogAllowHttp", "posthogApiKey", "posthogTimeoutSeconds",
+        "batchMaxEvents", "batchMaxBytes", "deadLetter", "checkpointIntervalSeconds",
+        "checkpointIntervalRecords", "awsAccessKeyId", "awsSecretAccessKey", "leaderLockStaleSeconds",
     }
 )  # fmt: skip
+KCL_KEYS = kclkeys.KCL_KEYS
 _SECRET_KEYS = frozenset({"posthogApiKey", "awsSecretAccessKey"})
+# AWS's rule for stream names (CreateStream: StreamName).
+_STREAM_NAME = re.compile(r"[a-zA-Z0-9_.-]{1,128}")
+_STREAM_NAME_RULE = "a Kinesis stream name: 1 to 128 of a-z A-Z 0-9 _ . -"
+_HOST_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
+_URL_PATH = re.compile(r"(?:[A-Za-z0-9._~!$&'()*+,;=:@/-]|%[0-9A-Fa-f]{2})*")
+# A URL's host (a name, or an IPv6 address in brackets) and optional :port.
+_NETLOC = re.compile(r"(?:\[(?P<ipv6>[^\]]*)\]|(?P<name>[^:\[\]]*))(?::(?P<port>.*))?")
+_PORT = re.compile(r"[0-9]{1,5}")
+_PLAIN_HTTP = (
+    "https:// (the project API key travels in every request body); http:// only to localhost, "
+    "127.0.0.0/8 or ::1, or with posthogAllowHttp = true"
+)
 _E = TypeVar("_E", bound=enum.StrEnum)
 _TRUE = frozenset({"true", "yes", "1", "on"})
 _FALSE = frozenset({"false", "no", "0", "off"})
@@ -165,7 +152,7 @@ def apply_overrides(raw: Mapping[str, str], environ: Mapping[str, str]) -> dict[
     """Return ``raw`` with ``KINESIS_POSTHOG_<key>``, ``POSTHOG_API_KEY`` and ``POSTHOG_HOST`` applied."""
     merged = dict(raw)
     for name, value in environ.items():
-        if name.startswith(ENV_PREFIX) and len(name) > len(ENV_PREFIX):
+        if name.startswith(ENV_PREFIX) and name not in (ENV_PREFIX, PROPERTIES_ENV):
             merged[name[len(ENV_PREFIX) :]] = value
     if environ.get(HOST_ENV):
         merged["posthogHost"] = environ[HOST_ENV]
@@ -177,13 +164,15 @@ def apply_overrides(raw: Mapping[str, str], environ: Mapping[str, str]) -> dict[
 def from_mapping(raw: Mapping[str, str]) -> Settings:
     """Validate already-merged key/value pairs into :class:`Settings`."""
     values = {key: value.strip() for key, value in raw.items()}
-    _reject_typos(values)
+    kclkeys.reject_unknown(values, OUR_KEYS, _SECRET_KEYS)
     reader = _Reader(values)
     stream_name = _stream_name(values)
+    allow_http = reader.boolean("posthogAllowHttp")
     settings = Settings(
         application_name=reader.required("applicationName", "a name for the KCL application"),
         stream_name=stream_name,
         region=values.get("regionName") or None,
+        # SigV4 signs requests without sending the secret: http:// (LocalStack) is fine here.
         kinesis_endpoint=reader.url("kinesisEndpoint"),
         dynamodb_endpoint=reader.url("dynamoDBEndpoint"),
         aws_access_key_id=values.get("awsAccessKeyId") or None,
@@ -198,14 +187,15 @@ def from_mapping(raw: Mapping[str, str]) -> Settings:
         timestamp_key=reader.path("timestampKey"),
         include_all_properties=reader.boolean("includeAllProperties"),
         historical_migration=reader.boolean("historicalMigration"),
-        posthog_host=(reader.url("posthogHost") or DEFAULT_POSTHOG_HOST).rstrip("/"),
+        posthog_host=_posthog_host(reader, allow_http=allow_http),
+        posthog_allow_http=allow_http,
         api_key=_api_key(values),
         timeout_seconds=reader.number("posthogTimeoutSeconds", DEFAULT_TIMEOUT_SECONDS, 0.1, 600.0),
         batch_max_events=int(reader.number("batchMaxEvents", DEFAULT_BATCH_MAX_EVENTS, 1, 100_000)),
         batch_max_bytes=int(
             reader.number("batchMaxBytes", DEFAULT_BATCH_MAX_BYTES, 1024, POSTHOG_BODY_LIMIT_BYTES)
         ),
-        dead_letter=_dead_letter(values.get("deadLetter", "")),
+        dead_letter=_dead_letter(values.get("deadLetter", ""), stream_name),
         checkpoint_interval_seconds=reader.number(
             "checkpointIntervalSeconds", DEFAULT_CHECKPOINT_SECONDS, 0.0, 3600.0
         ),
@@ -323,23 +313,74 @@ class _Reader:
         except ValueError as exc:
             raise ConfigError(key, text, "one of " + ", ".join(m.value for m in kind)) from exc
 
-    def url(self, key: str) -> str | None:
+    def url(self, key: str, *, path_ok: bool = False) -> str | None:
         text = self._values.get(key, "")
         if not text:
             return None
-        parts = urlsplit(text)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ConfigError(key, text, "an http:// or https:// URL with a host")
+        problem = _url_problem(text, path_ok=path_ok)
+        if problem:
+            raise ConfigError(key, text, problem)
         return text
+
+
+def _url_problem(text: str, *, path_ok: bool) -> str | None:  # noqa: PLR0911 - one per rule
+    """What is wrong with ``text`` as an http(s) base URL; None if nothing."""
+    try:
+        parts = urlsplit(text)
+    except ValueError as exc:  # an unclosed [IPv6 bracket, ...
+        return f"a well-formed http:// or https:// URL ({exc})"
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        return "an http:// or https:// URL with a host"
+    if "@" in parts.netloc or "?" in text or "#" in text or not text.isprintable():
+        return "a URL without user:password@, ?query, #fragment or control characters"
+    netloc = _NETLOC.fullmatch(parts.netloc)
+    if netloc is None or not _valid_host(netloc["name"] or "", netloc["ipv6"]):
+        return "a valid host: a DNS name (letters, digits, '-' between dots), IPv4 or [IPv6]"
+    port = netloc["port"]
+    if port is not None and not (_PORT.fullmatch(port) and 1 <= int(port) <= 65535):
+        return "a port from 1 to 65535"
+    if path_ok:
+        return None if _URL_PATH.fullmatch(parts.path) else "a path of URL characters, %-escaped"
+    return None if parts.path in ("", "/") else "no path: scheme://host[:port]"
+
+
+def _valid_host(name: str, ipv6: str | None) -> bool:
+    labels = name.split(".")
+    try:
+        if ipv6 is not None:
+            ipaddress.IPv6Address(ipv6)  # raises if it is not one
+            return "%" not in ipv6  # no zone ids
+        if all(label.isdigit() for label in labels):  # then it must be IPv4 (not 999.1.1.1)
+            ipaddress.IPv4Address(name)
+            return True
+    except ValueError:
+        return False
+    return len(name) <= 253 and all(_HOST_LABEL.fullmatch(label) for label in labels)
+
+
+def _posthog_host(reader: _Reader, *, allow_http: bool) -> str:
+    text = reader.url("posthogHost", path_ok=True) or DEFAULT_POSTHOG_HOST
+    parts = urlsplit(text)
+    host = parts.hostname or ""  # lower case, without [ ]
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if parts.scheme == "http" and not loopback and not allow_http:
+        raise ConfigError("posthogHost", text, _PLAIN_HTTP)
+    return text.rstrip("/")
 
 
 def _stream_name(values: Mapping[str, str]) -> str:
     name = values.get("streamName", "")
     arn = values.get("streamArn", "")
+    if name and not _STREAM_NAME.fullmatch(name):
+        raise ConfigError("streamName", name, _STREAM_NAME_RULE)
     if arn:
         arn_name = arn.rpartition(":stream/")[2]
-        if not arn.startswith("arn:") or not arn_name:
-            raise ConfigError("streamArn", arn, "arn:aws:kinesis:<region>:<account>:stream/<name>")
+        if not arn.startswith("arn:") or not _STREAM_NAME.fullmatch(arn_name):
+            allowed = f"arn:aws:kinesis:<region>:<account>:stream/<name>, {_STREAM_NAME_RULE}"
+            raise ConfigError("streamArn", arn, allowed)
         return arn_name
     if not name:
         raise ConfigError("streamName", name, "required (or streamArn): the Kinesis stream to read")
@@ -349,40 +390,30 @@ def _stream_name(values: Mapping[str, str]) -> str:
 def _api_key(values: Mapping[str, str]) -> str:
     key = values.get("posthogApiKey", "")
     if not key:
-        raise ConfigError(
-            API_KEY_ENV,
-            "",
-            "required: your PostHog project API key (phc_...), from the environment",
-        )
+        allowed = "required: your PostHog project API key (phc_...), from the environment"
+        raise ConfigError(API_KEY_ENV, "", allowed)
     if key.startswith("phx_"):
         # Personal API keys are refused by capture with a 401; say so now, not at the first batch.
         raise ConfigError(API_KEY_ENV, "phx_...", "a project API key (phc_...), not a personal key")
     return key
 
 
-def _dead_letter(text: str) -> DeadLetterTarget:
+def _dead_letter(text: str, source_stream: str) -> DeadLetterTarget:
     if not text:
-        return DeadLetterTarget(DeadLetterKind.FILE, "dead-letter.jsonl")
+        return DEFAULT_DEAD_LETTER
     kind_text, _, location = text.partition(":")
-    allowed = "file:<path> (JSON lines) or kinesis:<stream name>"
-    try:
-        kind = DeadLetterKind(kind_text)
-    except ValueError as exc:
-        raise ConfigError("deadLetter", text, allowed) from exc
-    if not location:
-        raise ConfigError("deadLetter", text, allowed)
-    return DeadLetterTarget(kind, location)
-
-
-def _reject_typos(values: Mapping[str, str]) -> None:
-    known = OUR_KEYS | KCL_KEYS
-    lowered = {key.lower(): key for key in OUR_KEYS}
-    for key, value in values.items():
-        if key in known:
-            continue
-        guess = lowered.get(key.lower()) or next(
-            iter(difflib.get_close_matches(key, sorted(OUR_KEYS), n=1, cutoff=0.8)), None
-        )
-        if guess is not None:
-            shown = "<redacted>" if guess in _SECRET_KEYS else value
-            raise ConfigError(key, shown, f"not a setting; did you mean {guess}?")
+    location = location.strip()
+    kinds = {kind.value: kind for kind in DeadLetterKind}
+    if kind_text not in kinds or not location:
+        raise ConfigError("deadLetter", text, "file:<path> (JSON lines) or kinesis:<stream name>")
+    if kinds[kind_text] is DeadLetterKind.KINESIS:
+        if not _STREAM_NAME.fullmatch(location):
+            raise ConfigError("deadLetter", text, f"kinesis:<stream name>, {_STREAM_NAME_RULE}")
+        if location == source_stream:
+            raise ConfigError(
+                "deadLetter",
+                text,
+                f"a stream other than the source stream {source_stream} "
+                "(the worker would read its own dead letters again as input)",
+            )
+    return DeadLetterTarget(kinds[kind_text], location)

@@ -5,11 +5,32 @@ is what allows the processor to checkpoint afterwards:
 
 * connection errors, timeouts, 408, 429, 5xx: wait (see :mod:`consumer.retry`) and
   resend the same events, for as long as it takes;
-* 413: split the batch in halves; a single event still refused is dead-lettered;
-* 400: bisect to find the events PostHog refuses, dead-letter only those (with
-  PostHog's answer), deliver the rest;
-* 401/403 and any other 4xx: raise; nothing is dead-lettered or checkpointed, since
-  resending later with the right configuration will succeed.
+* 413: split the batch in halves; 400: bisect. An event refused even alone is set
+  aside, and what PostHog refused is dead-lettered (with PostHog's answer) at the end
+  of the call, once PostHog has shown it is judging events (below);
+* 401/403, 3xx, a 200 that is not PostHog's, any other 4xx: raise; nothing is
+  dead-lettered or checkpointed, since resending later with the right configuration
+  will succeed.
+
+Refusals are trusted only while PostHog is seen accepting. Our mapper sends only events
+capture accepts (name, distinct_id, uuid and size are checked first), so PostHog
+refusing an event alone is rare; a host answering 400 to everything (a wrong path
+behind a proxy) refuses every event alone. So the events refused in one
+:meth:`Delivery.deliver` call are dead-lettered only if PostHog accepted some batch in
+that same call, or else accepts a probe: the smallest event of the last batch it
+accepted, sent again (byte-identical, so PostHog collapses it with the original, as it
+does any replay). Otherwise :class:`~consumer.errors.RefusalStreakError` is raised and
+nothing of the call is dead-lettered. The same check runs as soon as
+:data:`MAX_REFUSALS_IN_A_ROW` events in a row have been refused alone with nothing
+accepted between, which bounds the requests an always-400 host costs, whatever the
+batch size.
+
+Before PostHog has accepted anything from this shard process there is nothing to probe
+with. Then fewer than :data:`MAX_REFUSALS_IN_A_ROW` refusals in a row are trusted and
+dead-lettered (a shard whose only new records are events PostHog refuses must not stop
+its worker on every restart), and that many stop the process. Start-up already proved
+that ``posthogHost`` answers as PostHog does (:mod:`consumer.preflight`), so a wrong
+host rarely gets this far.
 """
 
 from __future__ import annotations
@@ -26,6 +47,7 @@ from consumer.errors import (
     BadBatchError,
     DeadLetterError,
     PayloadTooLargeError,
+    RefusalStreakError,
     RetryableDeliveryError,
 )
 from consumer.mapping import KinesisRecord, MappedEvent
@@ -33,6 +55,15 @@ from consumer.retry import RetryPolicy
 from consumer.sender import Sender
 
 log = logging.getLogger(__name__)
+
+# Events refused alone in a row, with nothing accepted between, before delivery checks
+# that PostHog still accepts a known-good event. Bisecting a batch down to that many
+# single events costs at most 2 * 10 + ceil(log2(batchMaxEvents)) + 1 requests (plus the
+# probe): that is what an always-400 host costs before the stop. Fewer would send probes
+# for a few adjacent bad records; more would only let a wrong host cost more requests.
+MAX_REFUSALS_IN_A_ROW = 10
+
+_Refusal = PayloadTooLargeError | BadBatchError
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,7 +86,14 @@ class DeliveryStats:
     sent: int = 0
     requests: int = 0
     retries: int = 0
+    probes: int = 0
     dead_lettered: collections.Counter[str] = field(default_factory=collections.Counter)
+
+
+@dataclass(frozen=True, slots=True)
+class _Refused:
+    item: Pending
+    error: _Refusal
 
 
 class Delivery:
@@ -83,11 +121,30 @@ class Delivery:
         self._max_bytes = max_bytes
         self._sleep = sleep
         self.stats = DeliveryStats()
+        # Events refused alone since PostHog last accepted anything.
+        self._refused_in_a_row = 0
+        # An event PostHog accepted (the probe), and whether it accepted anything this call.
+        self._known_good: bytes | None = None
+        self._accepted_this_call = False
 
     def deliver(self, items: Sequence[Pending]) -> None:
-        """Return once every item was accepted by PostHog or dead-lettered."""
+        """Return once every item was accepted by PostHog or dead-lettered.
+
+        Raises :class:`RefusalStreakError` (dead-lettering nothing of ``items``) when
+        events were refused one by one and PostHog gave no sign of judging them.
+        """
+        self._accepted_this_call = False
+        refused: list[_Refused] = []
         for batch in cut(items, max_events=self._max_events, max_bytes=self._max_bytes):
-            self._send(batch)
+            self._send(batch, refused)
+        if not refused:
+            return
+        if not self._accepted_this_call:
+            self._verify_posthog_judges(refused)
+        log.warning(
+            "shard %s: dead-lettering %d events PostHog refused", self._shard_id, len(refused)
+        )
+        self.dead_letter([self._dead_letter_of(entry) for entry in refused])
 
     def dead_letter(self, entries: Sequence[DeadLetter]) -> None:
         """Write ``entries`` to the sink, backing off while it fails; never gives up."""
@@ -111,12 +168,21 @@ class Delivery:
             self.stats.dead_lettered.update(entry.reason for entry in entries)
             return
 
-    def _send(self, batch: list[Pending]) -> None:
+    def _send(self, batch: list[Pending], refused: list[_Refused]) -> None:
+        try:
+            self._post([item.payload for item in batch])
+        except (PayloadTooLargeError, BadBatchError) as exc:
+            self._narrow(batch, exc, refused)
+            return
+        self.stats.sent += len(batch)
+
+    def _post(self, payloads: list[bytes]) -> None:
+        """Send until PostHog answers anything but a retryable failure; note an acceptance."""
         attempt = 0
         while True:
             self.stats.requests += 1
             try:
-                self._sender.send([item.payload for item in batch])
+                self._sender.send(payloads)
             except RetryableDeliveryError as exc:
                 attempt += 1
                 self.stats.retries += 1
@@ -130,34 +196,69 @@ class Delivery:
                 )
                 self._sleep(delay)
                 continue
-            except (PayloadTooLargeError, BadBatchError) as exc:
-                self._narrow(batch, exc)
-                return
-            self.stats.sent += len(batch)
+            self._refused_in_a_row = 0
+            self._accepted_this_call = True
+            self._known_good = min(payloads, key=len)
             return
 
-    def _narrow(self, batch: list[Pending], exc: PayloadTooLargeError | BadBatchError) -> None:
-        if len(batch) == 1:
-            item = batch[0]
-            log.warning(
-                "shard %s: PostHog refused event %s (%s); dead-lettering it",
-                self._shard_id,
-                item.event.uuid,
-                exc.status,
-            )
-            detail = f"PostHog answered {exc.status}: {exc.body}".strip()
-            self.dead_letter(
-                [
-                    DeadLetter.of(
-                        item.record,
-                        stream=self._stream,
-                        shard_id=self._shard_id,
-                        reason="rejected_by_posthog",
-                        detail=detail,
-                    )
-                ]
-            )
+    def _narrow(self, batch: list[Pending], exc: _Refusal, refused: list[_Refused]) -> None:
+        if len(batch) > 1:
+            middle = len(batch) // 2
+            self._send(batch[:middle], refused)
+            self._send(batch[middle:], refused)
             return
-        middle = len(batch) // 2
-        self._send(batch[:middle])
-        self._send(batch[middle:])
+        refused.append(_Refused(batch[0], exc))
+        self._refused_in_a_row += 1
+        log.warning(
+            "shard %s: PostHog refused event %s alone (%s); %d refused in a row",
+            self._shard_id,
+            batch[0].event.uuid,
+            exc.status,
+            self._refused_in_a_row,
+        )
+        if self._refused_in_a_row >= MAX_REFUSALS_IN_A_ROW:
+            self._verify_posthog_judges(refused)
+
+    def _verify_posthog_judges(self, refused: list[_Refused]) -> None:
+        """Return if PostHog accepts a known-good event now; raise RefusalStreakError if not."""
+        last = refused[-1].error
+        answer = f"last answer {last.status}: {' '.join(last.body.split())[:200]!r}"
+        if self._known_good is None:
+            if self._refused_in_a_row < MAX_REFUSALS_IN_A_ROW:
+                return  # nothing to probe with, and too few to suspect the host: trust them
+            raise RefusalStreakError(
+                f"shard {self._shard_id}: PostHog refused {len(refused)} events one by one and "
+                f"has accepted none since this shard process started ({answer}): posthogHost "
+                "or a proxy in front of it may be wrong, or these records are events PostHog "
+                "refuses (try one with `run.sh preview`); none was dead-lettered or checkpointed",
+                status=last.status,
+                body=last.body,
+            )
+        self.stats.probes += 1
+        log.warning(
+            "shard %s: %d events refused one by one with nothing accepted between; "
+            "resending an event PostHog accepted before, to see whether it still accepts any",
+            self._shard_id,
+            self._refused_in_a_row,
+        )
+        try:
+            self._post([self._known_good])
+        except (PayloadTooLargeError, BadBatchError) as exc:
+            raise RefusalStreakError(
+                f"shard {self._shard_id}: PostHog refused {self._refused_in_a_row} events in a "
+                f"row one by one, accepted none between, and now refuses an event it accepted "
+                f"before ({answer}): posthogHost or a proxy in front of it is wrong; none was "
+                "dead-lettered or checkpointed",
+                status=exc.status,
+                body=exc.body,
+            ) from exc
+
+    def _dead_letter_of(self, refused: _Refused) -> DeadLetter:
+        detail = f"PostHog answered {refused.error.status}: {refused.error.body}".strip()
+        return DeadLetter.of(
+            refused.item.record,
+            stream=self._stream,
+            shard_id=self._shard_id,
+            reason="rejected_by_posthog",
+            detail=detail,
+        )

@@ -8,10 +8,16 @@ The hierarchy follows what the caller must do about each failure::
     ├── DeadLetterError           the dead-letter destination refused a write: do not checkpoint
     └── DeliveryError             PostHog did not accept a batch (carries status, retry_after)
         ├── RetryableDeliveryError    connection error, timeout, 408, 429, 5xx: back off, resend
-        └── PermanentDeliveryError    resending the same bytes cannot succeed
+        └── PermanentDeliveryError    resending the same bytes cannot succeed (also any other
+            │                         4xx); one that leaves delivery ends the shard process
+            │                         with exit status 78, nothing checkpointed
             ├── PayloadTooLargeError  413: split the batch
             ├── BadBatchError         400: find the offending events, dead-letter only them
-            └── AuthenticationError   401/403: stop consuming, checkpoint nothing, exit loudly
+            ├── AuthenticationError   401/403: stop consuming, checkpoint nothing, exit loudly
+            ├── WrongHostError        a 3xx, or a 2xx that is not PostHog's answer: posthogHost
+            │                         (or a proxy in front of it) is not PostHog's capture; stop
+            └── RefusalStreakError    events refused one by one and no sign PostHog judged them
+                                      (see consumer.delivery): stop before dead-lettering
 
 Foreign exceptions (``requests``, ``botocore``, ``json``, ...) are translated into
 these at the module that talks to the foreign library, with ``raise ... from exc``.
@@ -85,3 +91,20 @@ class BadBatchError(PermanentDeliveryError):
 
 class AuthenticationError(PermanentDeliveryError):
     """401/403: the project API key is wrong; this is a configuration error found late."""
+
+
+class WrongHostError(PermanentDeliveryError):
+    """posthogHost answered, but not as PostHog's capture does (a redirect, a web page).
+
+    A redirect is never followed: ``requests`` would resend the POST as a GET without a
+    body. Resending cannot help either way; the setting (or the proxy) must be fixed.
+    """
+
+
+class RefusalStreakError(PermanentDeliveryError):
+    """PostHog refused event after event one by one and gave no sign it judged them.
+
+    Raised by delivery instead of dead-lettering, so that a host answering 400 to
+    everything (a wrong path behind a proxy) does not empty the stream into the
+    dead-letter destination; nothing of the batch is checkpointed.
+    """

@@ -22,14 +22,15 @@ from typing import NamedTuple
 
 import amazon_kclpy
 
-from consumer import config
+from consumer import config, kclkeys, preflight
 from consumer.errors import ConfigError
+from consumer.exits import ExitStatus
 from consumer.propfile import format_properties, read_properties
 
 log = logging.getLogger(__name__)
 
 DAEMON_CLASS = "software.amazon.kinesis.multilang.MultiLangDaemon"
-PROPERTIES_ENV = "KINESIS_POSTHOG_PROPERTIES"
+PROPERTIES_ENV = config.PROPERTIES_ENV
 # Daemon logging to stderr, quiet SDK; a logback.xml beside the properties file wins.
 DEFAULT_LOGBACK = Path(__file__).with_name("logback.xml")
 # Defaults we apply when the file is silent. shutdownGraceMillis defaults to 0 in KCL,
@@ -62,8 +63,12 @@ def prepare(properties_path: Path, environ: Mapping[str, str], workdir: Path) ->
     """Validate everything and return the daemon's argv and environment."""
     settings = config.load(properties_path, environ)
     merged = config.apply_overrides(read_properties(properties_path), environ)
+    already = {kclkeys.daemon_property(key) for key in merged}
     for key, value in KCL_DEFAULTS.items():
-        merged.setdefault(key, value)
+        # The daemon fails on two keys that set one property (AwsCredentialsProvider and
+        # awsCredentialsProvider), so a default is added only when no spelling is present.
+        if kclkeys.daemon_property(key) not in already:
+            merged[key] = value
     merged.setdefault("executableName", f"{sys.executable} -m consumer")
     if not merged.get("executableName", "").strip():
         raise ConfigError("executableName", "", "the command that starts a shard process")
@@ -103,9 +108,21 @@ def start_leader_watchdog(env: Mapping[str, str]) -> subprocess.Popen[bytes]:
 
 
 def run(properties_path: Path) -> int:
-    """Validate, then replace this process with the daemon (never returns on success)."""
+    """Validate, check the dependencies, then replace this process with the daemon.
+
+    Never returns on success. Kinesis or DynamoDB unreachable: one line naming the
+    endpoint and exit 69, instead of the daemon's ~100 s of retries and an exit 0.
+    A key PostHog does not know raises :class:`ConfigError` (exit 78).
+    """
     workdir = Path(tempfile.mkdtemp(prefix="kinesis-posthog-"))
     argv, env, settings = prepare(properties_path, os.environ, workdir)
+    try:
+        for probe in (preflight.probe_kinesis, preflight.probe_dynamodb):
+            log.info("%s", probe(settings))
+    except preflight.ProbeError as exc:
+        log.critical("cannot start: %s", exc)
+        return ExitStatus.UNAVAILABLE
+    preflight.require_known_key(settings, log.warning)
     start_leader_watchdog(env)
     log.info(
         "starting the KCL daemon for application %s, stream %s -> PostHog at %s",
@@ -115,4 +132,4 @@ def run(properties_path: Path) -> int:
     )
     sys.stderr.flush()
     os.execvpe(argv[0], argv, env)  # noqa: S606 - argv is built above, no shell
-    return 0  # pragma: no cover - exec does not return
+    return ExitStatus.OK  # pragma: no cover - exec does not return

@@ -7,17 +7,26 @@ Promises:
   approximate arrival time, never from the clock. A replay therefore produces the
   same event byte for byte, and PostHog collapses it into the original.
 * Every input yields either a :class:`MappedEvent` or a :class:`RecordError` whose
-  ``reason`` is one of :data:`REASONS`; nothing else escapes.
+  ``reason`` is one of :data:`REASONS`; nothing else escapes but ``MemoryError`` and
+  what is not an ``Exception`` (``KeyboardInterrupt``, ``SystemExit``). Known hazards
+  are refused with their own reason; anything else that goes wrong while mapping one
+  record becomes ``unmappable``, so no record can stop a shard.
+* An event is produced only if PostHog's capture can read it: valid UTF-8, no number
+  beyond a double, nested no deeper than capture's JSON parser allows, within its size
+  limit. Anything else would only be refused later, with a whole batch.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import re
+import sys
 import uuid
 import zlib
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from consumer import paths
@@ -37,6 +46,27 @@ GZIP_MAGIC = b"\x1f\x8b"
 EPOCH_MILLIS_THRESHOLD = 1e11
 LIB_NAME = "kinesis-posthog"
 
+# PostHog's capture (rust/capture) parses request bodies with serde_json, default
+# features: its Deserializer starts with remaining_depth = 128 and fails when that
+# reaches 0, so at most 127 arrays/objects can be open at once, counted from the top
+# of the body. Our /batch/ body (consumer.batching) opens two before any event: the
+# body object and its "batch" array. Deeper events would fail the whole batch with a
+# 400; refusing them here also keeps json.dumps far from Python's recursion limit.
+SERDE_JSON_RECURSION_LIMIT = 128
+BATCH_ENVELOPE_DEPTH = 2
+MAX_EVENT_DEPTH = SERDE_JSON_RECURSION_LIMIT - 1 - BATCH_ENVELOPE_DEPTH
+# Containers above a property value inside an event: the event object and "properties".
+_PROPERTIES_DEPTH = 2
+# serde_json (without arbitrary_precision) reads integers beyond u64/i64 as doubles and
+# refuses, as "number out of range", any number that rounds to infinity. 2**1024 - 2**970
+# is the smallest integer that rounds to infinity as an IEEE 754 double (half-way
+# between the largest double and 2**1024, rounded to even); float() raises there too.
+DOUBLE_OVERFLOW_INT = 2**1024 - 2**970
+
+# Any surrogate left in a decoded str is a lone one: json.loads joins proper pairs.
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+REPLACEMENT_CHARACTER = "\ufffd"
+
 REASONS = frozenset(
     {
         "not_utf8",
@@ -48,6 +78,9 @@ REASONS = frozenset(
         "missing_distinct_id",
         "invalid_distinct_id",
         "event_too_large",
+        "too_deep",
+        "number_out_of_range",
+        "unmappable",
         "rejected_by_posthog",
     }
 )
@@ -88,8 +121,25 @@ def decode(data: bytes) -> dict[str, Any]:
         raise RecordError("not_utf8", f"byte {exc.start} is not valid UTF-8") from exc
     try:
         document = json.loads(text, parse_constant=_reject_constant)
-    except (ValueError, RecursionError) as exc:
-        raise RecordError("not_json", _json_detail(exc)) from exc
+    except json.JSONDecodeError as exc:
+        raise RecordError("not_json", f"{exc.msg} at line {exc.lineno} column {exc.colno}") from exc
+    except _NotJsonConstantError as exc:
+        raise RecordError("not_json", str(exc)) from exc
+    except RecursionError as exc:
+        # The C decoder counts nesting against Python's recursion limit (about 1000,
+        # less what is on the stack): far deeper than MAX_EVENT_DEPTH, so such a record
+        # gets the same reason as one that decodes but nests too deep to send.
+        raise RecordError(
+            "too_deep", f"nesting exceeds what Python's JSON decoder reads ({exc})"
+        ) from exc
+    except ValueError as exc:
+        # The decoder's only other ValueError: an integer literal longer than Python reads
+        # (sys.get_int_max_str_digits(), 4300 by default, against CVE-2020-10735). Such a
+        # number is far beyond a double, and the record cannot be read at all.
+        raise RecordError(
+            "number_out_of_range",
+            f"an integer has more than {sys.get_int_max_str_digits()} digits, beyond a double",
+        ) from exc
     if not isinstance(document, dict):
         raise RecordError(
             "not_object", f"top-level JSON is {type(document).__name__}, not an object"
@@ -106,7 +156,31 @@ class Mapper:
         self._shard_id = shard_id
 
     def map(self, record: KinesisRecord) -> MappedEvent:
-        """Return the event for ``record`` or raise :class:`RecordError`."""
+        """Return the event for ``record`` or raise :class:`RecordError`; nothing else.
+
+        The known hazards have reasons of their own (see :data:`REASONS`). Any other
+        ``Exception`` raised while mapping this one record is a bug or a hazard nobody
+        has met yet; it becomes ``unmappable`` so that the record is dead-lettered
+        instead of ending the shard process, which would die on it again after every
+        restart. The detail names the exception type and where it was raised, never
+        its message: messages of foreign code may quote the record's content.
+        """
+        try:
+            return self._map(record)
+        except RecordError:
+            raise
+        except MemoryError:
+            # Running out of memory is the process's condition, not proof the record is
+            # bad: the same record may map fine after a restart, and dead-lettering it
+            # would drop a good event. The shard process ends; KCL restarts it from the
+            # last checkpoint. MAX_DECOMPRESSED_BYTES bounds one record's demand: at worst
+            # some 27 bytes of Python objects per byte of JSON (10 MiB of "[],[],..."
+            # decodes to about 270 MB).
+            raise
+        except Exception as exc:
+            raise RecordError("unmappable", _unexpected_detail(exc)) from exc
+
+    def _map(self, record: KinesisRecord) -> MappedEvent:
         settings = self._settings
         document = decode(record.data)
         event_name = _event_name(settings.event_key.lookup(document), settings.event_key.text)
@@ -121,6 +195,9 @@ class Mapper:
         properties["$kinesis_stream"] = settings.stream_name
         properties["$kinesis_shard_id"] = self._shard_id
         properties["$kinesis_sequence_number"] = record.sequence_number
+        # Before json.dumps: it recurses per level of nesting and would otherwise meet
+        # Python's recursion limit on a record the decoder read just fine.
+        _check_sendable(properties)
         identifier = event_uuid(settings.stream_name, self._shard_id, record)
         event = {
             "event": event_name,
@@ -129,11 +206,17 @@ class Mapper:
             "timestamp": self._timestamp(document, record),
             "uuid": identifier,
         }
+        # allow_nan=False: _check_sendable has refused non-finite numbers, so a ValueError
+        # here would be a bug, and the guard in map() reports it as one.
+        text = json.dumps(event, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
         try:
-            payload = json.dumps(event, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-        except ValueError as exc:  # pragma: no cover - decode() already refuses NaN/Infinity
-            raise RecordError("not_json", str(exc)) from exc
-        encoded = payload.encode("utf-8")
+            encoded = text.encode("utf-8")
+        except UnicodeEncodeError:
+            # A JSON escape such as \ud800 that is not half of a pair decodes to a lone
+            # surrogate, which UTF-8 cannot hold. PostHog's capture rewrites each such
+            # escape to U+FFFD before parsing (rust/capture/src/passes/invalid_surrogates.rs),
+            # so we send what PostHog would store, and the batch is not refused meanwhile.
+            encoded = _LONE_SURROGATE.sub(REPLACEMENT_CHARACTER, text).encode("utf-8")
         if len(encoded) > MAX_EVENT_BYTES:
             raise RecordError(
                 "event_too_large",
@@ -153,7 +236,9 @@ class Mapper:
         value = _distinct_id_value(raw, where)
         if value is not None:
             return value
-        if settings.missing_distinct_id is MissingDistinctId.PARTITION_KEY:
+        # Kinesis partition keys are 1 to 256 characters; the check keeps an empty one
+        # (a test double, a future API) from becoming an id PostHog would refuse.
+        if settings.missing_distinct_id is MissingDistinctId.PARTITION_KEY and record.partition_key:
             return record.partition_key
         if (
             settings.missing_distinct_id is MissingDistinctId.FIXED
@@ -171,21 +256,31 @@ class Mapper:
 
 
 def parse_timestamp(value: Any) -> datetime | None:
-    """Read ISO 8601 text or epoch seconds/milliseconds; ``None`` when it is neither."""
+    """Read ISO 8601 text or epoch seconds/milliseconds as a UTC datetime.
+
+    ``None`` when ``value`` is neither, or is a moment outside what :class:`datetime`
+    holds in UTC (years 1 to 9999): the caller then uses the arrival time. The result
+    is already in UTC, so :func:`format_timestamp` cannot overflow converting it.
+    """
     if isinstance(value, str):
         text = value.strip()
         try:
-            return _as_utc(datetime.fromisoformat(text))
+            moment = datetime.fromisoformat(text)
         except ValueError:
-            pass
+            moment = None
+        if moment is not None:
+            return _in_utc(moment)
         try:
             value = float(text)
         except ValueError:
             return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+    if isinstance(value, bool) or not isinstance(value, int | float):
         return None
-    seconds = value / 1000 if abs(value) >= EPOCH_MILLIS_THRESHOLD else value
     try:
+        # An integer beyond a double overflows in the division or in isfinite.
+        if not math.isfinite(value):
+            return None
+        seconds = value / 1000 if abs(value) >= EPOCH_MILLIS_THRESHOLD else value
         return datetime.fromtimestamp(seconds, tz=UTC)
     except (OverflowError, OSError, ValueError):
         return None
@@ -196,8 +291,15 @@ def format_timestamp(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def _as_utc(moment: datetime) -> datetime:
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
+def _in_utc(moment: datetime) -> datetime | None:
+    """``moment`` in UTC (naive means UTC), or ``None`` if that is before year 1 or after 9999."""
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    try:
+        # 0001-01-01T00:00:00+01:00 is in year 0 in UTC, 9999-12-31T23:00:00-01:00 in 10000.
+        return moment.astimezone(UTC)
+    except OverflowError:
+        return None
 
 
 def _event_name(value: Any, where: str) -> str:
@@ -208,6 +310,7 @@ def _event_name(value: Any, where: str) -> str:
             raise RecordError("invalid_event", f"event name at {where} is blank")
         return value
     if isinstance(value, int | float) and not isinstance(value, bool):
+        _check_number(value, f"event name at {where}")
         return str(value)
     raise RecordError(
         "invalid_event", f"event name at {where} is {_json_type(value)}, not a string"
@@ -220,8 +323,58 @@ def _distinct_id_value(value: Any, where: str) -> str | None:
     if isinstance(value, str):
         return value
     if isinstance(value, int | float) and not isinstance(value, bool):
+        _check_number(value, f"distinct id at {where}")
         return str(value)
     raise RecordError("invalid_distinct_id", f"distinct id at {where} is {_json_type(value)}")
+
+
+def _check_number(value: float, what: str) -> None:
+    """Refuse a float the decoder made infinite (a literal such as 1e400 overflows).
+
+    Integers are fine here: as names and ids they travel as text.
+    """
+    if isinstance(value, float) and not math.isfinite(value):
+        raise RecordError("number_out_of_range", f"{what} is beyond a double (±1.8e308)")
+
+
+def _check_sendable(properties: dict[str, Any]) -> None:
+    """Refuse properties PostHog's capture cannot parse: too deep, or numbers beyond a double.
+
+    Only what is sent is checked: a deep or huge value elsewhere in the record does not
+    matter. One level at a time rather than recursively, so that the check itself cannot
+    meet the recursion limit; plain loops, as this visits every value of every event.
+    """
+    # Depth as capture counts it, the event object being level 1 and "properties" level 2.
+    depth = _PROPERTIES_DEPTH
+    level: list[Any] = [properties]
+    while level:
+        if depth > MAX_EVENT_DEPTH:
+            raise RecordError(
+                "too_deep",
+                f"a property nests arrays/objects deeper than PostHog's capture reads "
+                f"({MAX_EVENT_DEPTH} levels per event)",
+            )
+        below: list[Any] = []
+        for container in level:
+            for value in container.values() if type(container) is dict else container:
+                kind = type(value)
+                if kind is dict or kind is list:
+                    below.append(value)
+                elif kind is int:
+                    if not -DOUBLE_OVERFLOW_INT < value < DOUBLE_OVERFLOW_INT:
+                        raise RecordError(
+                            "number_out_of_range",
+                            "a property holds an integer beyond a double (±1.8e308), "
+                            "which PostHog's capture refuses",
+                        )
+                elif kind is float and not math.isfinite(value):
+                    raise RecordError(
+                        "number_out_of_range",
+                        "a property holds a number beyond a double (±1.8e308, such as "
+                        "1e400), which PostHog's capture refuses",
+                    )
+        level = below
+        depth += 1
 
 
 def _json_type(value: Any) -> str:
@@ -242,11 +395,25 @@ def _gunzip(data: bytes) -> bytes:
     return out
 
 
+class _NotJsonConstantError(ValueError):
+    """NaN, Infinity or -Infinity: Python reads them, JSON (and PostHog) does not."""
+
+
 def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not valid JSON")
+    raise _NotJsonConstantError(f"{name} is not valid JSON")
 
 
-def _json_detail(exc: Exception) -> str:
-    if isinstance(exc, json.JSONDecodeError):
-        return f"{exc.msg} at line {exc.lineno} column {exc.colno}"
-    return str(exc) or type(exc).__name__
+def _unexpected_detail(exc: Exception) -> str:
+    """Exception type and the innermost Python frame, e.g. ``KeyError in lookup (paths.py:52)``.
+
+    Deliberately not ``str(exc)``: a foreign message may quote the record, and
+    dead letters and logs must not carry its content beyond the ``data`` field.
+    """
+    where = ""
+    frame = exc.__traceback__
+    while frame is not None and frame.tb_next is not None:
+        frame = frame.tb_next
+    if frame is not None:
+        code = frame.tb_frame.f_code
+        where = f" in {code.co_name} ({Path(code.co_filename).name}:{frame.tb_lineno})"
+    return f"{type(exc).__name__}{where}: unexpected error while mapping; please report it"

@@ -27,13 +27,14 @@ from consumer.config import Settings
 from consumer.deadletter import DeadLetter
 from consumer.delivery import Delivery, Pending
 from consumer.errors import AuthenticationError, PermanentDeliveryError, RecordError
+from consumer.exits import ExitStatus
 from consumer.mapping import KinesisRecord, Mapper
 
 log = logging.getLogger(__name__)
 
 # Exit statuses of a shard process; the daemon then exits too (see README).
-EXIT_UNEXPECTED = 70  # EX_SOFTWARE
-EXIT_POSTHOG_REFUSED = 78  # EX_CONFIG: wrong API key or host
+EXIT_UNEXPECTED = ExitStatus.UNEXPECTED
+EXIT_POSTHOG_REFUSED = ExitStatus.CONFIG
 
 DeliveryFactory = Callable[[str], Delivery]
 KeeperFactory = Callable[[str], CheckpointKeeper]

@@ -3,8 +3,8 @@
 * ``preview`` prints the PostHog event a record becomes (or its dead-letter reason),
   with no AWS and no PostHog involved.
 * ``check`` validates the settings and probes each dependency with the configured
-  endpoints and credentials: Kinesis (DescribeStreamSummary), DynamoDB (ListTables),
-  PostHog (an empty batch: 400 means reachable with the key not refused, 401 refused).
+  endpoints and credentials (see :mod:`consumer.preflight`): Kinesis, DynamoDB, and
+  whether PostHog knows the project key.
 """
 
 from __future__ import annotations
@@ -17,14 +17,15 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TextIO
 
-from consumer import config
+from consumer import config, preflight
 from consumer.errors import RecordError
+from consumer.exits import ExitStatus
 from consumer.mapping import KinesisRecord, Mapper
 
 # preview needs no PostHog key; a placeholder satisfies validation.
 _PREVIEW_KEY = "phc_preview"
-EXIT_RECORD_ERROR = 65  # EX_DATAERR
-EXIT_UNREACHABLE = 69  # EX_UNAVAILABLE
+EXIT_RECORD_ERROR = ExitStatus.RECORD_ERROR
+EXIT_UNREACHABLE = ExitStatus.UNAVAILABLE
 
 
 def preview(
@@ -62,7 +63,7 @@ def preview(
         )
         return EXIT_RECORD_ERROR
     out.write(json.dumps(json.loads(event.payload), indent=2, ensure_ascii=False) + "\n")
-    return 0
+    return ExitStatus.OK
 
 
 def check(properties: Path, *, out: TextIO | None = None) -> int:
@@ -73,66 +74,23 @@ def check(properties: Path, *, out: TextIO | None = None) -> int:
         f"configuration: ok (stream {settings.stream_name}, PostHog {settings.posthog_host})\n"
     )
     probes: list[tuple[str, Callable[[], str]]] = [
-        ("kinesis", lambda: _probe_kinesis(settings)),
-        ("dynamodb", lambda: _probe_dynamodb(settings)),
+        ("kinesis", lambda: preflight.probe_kinesis(settings)),
+        ("dynamodb", lambda: preflight.probe_dynamodb(settings)),
         ("posthog", lambda: _probe_posthog(settings)),
     ]
     failed = 0
     for name, probe in probes:
         try:
             out.write(f"{name}: ok ({probe()})\n")
-        except _ProbeError as exc:
+        except preflight.ProbeError as exc:
             failed += 1
             out.write(f"{name}: FAILED ({exc})\n")
-    return EXIT_UNREACHABLE if failed else 0
-
-
-class _ProbeError(Exception):
-    pass
-
-
-def _probe_kinesis(settings: config.Settings) -> str:
-    from botocore.exceptions import BotoCoreError, ClientError
-
-    from consumer.aws import client
-
-    try:
-        summary = client(settings, "kinesis").describe_stream_summary(
-            StreamName=settings.stream_name
-        )
-    except (BotoCoreError, ClientError) as exc:
-        raise _ProbeError(str(exc)) from exc
-    described = summary["StreamDescriptionSummary"]
-    status, shards = described["StreamStatus"], described["OpenShardCount"]
-    return f"stream {settings.stream_name} is {status}, {shards} open shards"
-
-
-def _probe_dynamodb(settings: config.Settings) -> str:
-    from botocore.exceptions import BotoCoreError, ClientError
-
-    from consumer.aws import client
-
-    try:
-        tables = client(settings, "dynamodb").list_tables(Limit=100)["TableNames"]
-    except (BotoCoreError, ClientError) as exc:
-        raise _ProbeError(str(exc)) from exc
-    exists = settings.application_name in tables
-    state = "exists" if exists else "will be created by KCL on first start"
-    return f"lease table {settings.application_name} {state}"
+    return EXIT_UNREACHABLE if failed else ExitStatus.OK
 
 
 def _probe_posthog(settings: config.Settings) -> str:
-    import requests
-
-    url = settings.posthog_host + "/batch/"
-    try:
-        answer = requests.post(
-            url, json={"api_key": settings.api_key, "batch": []}, timeout=settings.timeout_seconds
-        )
-    except requests.RequestException as exc:
-        raise _ProbeError(f"cannot reach {url}: {type(exc).__name__}") from exc
-    if answer.status_code in (401, 403):
-        raise _ProbeError(f"{url} refused the project API key ({answer.status_code})")
-    if answer.status_code >= 500:
-        raise _ProbeError(f"{url} answered {answer.status_code}")
-    return f"{url} answered {answer.status_code} to an empty batch; key not refused"
+    """``check`` is for a person: an unverified key is a failure here, not a warning."""
+    result = preflight.verify_key(settings.posthog_host, settings.api_key)
+    if result.verdict is not preflight.KeyVerdict.KNOWN:
+        raise preflight.ProbeError(f"project API key {result.verdict.value}: {result.detail}")
+    return result.detail

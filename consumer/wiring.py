@@ -11,6 +11,7 @@ from consumer.checkpoint import CheckpointKeeper
 from consumer.config import Settings
 from consumer.deadletter import build_sink
 from consumer.delivery import Delivery
+from consumer.exits import ExitStatus
 from consumer.processor import RecordProcessor
 from consumer.retry import RetryPolicy
 from consumer.sender import Sender, Transport
@@ -20,7 +21,7 @@ log = logging.getLogger(__name__)
 # A shard process whose daemon is gone must not go on retrying as an orphan: nothing
 # it delivers could be checkpointed. Checked at least this often while waiting.
 ORPHAN_CHECK_SECONDS = 1.0
-EXIT_DAEMON_GONE = 75  # EX_TEMPFAIL: the records are re-read by the next lease owner
+EXIT_DAEMON_GONE = ExitStatus.DAEMON_GONE  # the records are re-read by the next lease owner
 
 
 def orphan_aware_sleep(
@@ -46,10 +47,17 @@ def orphan_aware_sleep(
     return wait
 
 
-def build_processor(settings: Settings, transport: Transport | None = None) -> RecordProcessor:
-    """Return a processor whose per-shard parts share one HTTP session and one sink."""
+def build_processor(
+    settings: Settings,
+    transport: Transport | None = None,
+    sleep: Callable[[float], None] | None = None,
+) -> RecordProcessor:
+    """Return a processor whose per-shard parts share one HTTP session and one sink.
+
+    ``transport`` and ``sleep`` are for tests: no real HTTP, no real waits.
+    """
     policy = RetryPolicy()
-    sleep = orphan_aware_sleep(os.getppid())
+    sleep = sleep or orphan_aware_sleep(os.getppid())
     sender = Sender(
         host=settings.posthog_host,
         api_key=settings.api_key,

@@ -76,7 +76,15 @@ def _make_record() -> RecordFactory:
 
 
 class ScriptedTransport:
-    """A fake HTTP layer: answers from a script (or a function of the events), records requests."""
+    """A fake HTTP layer: answers from a script (or a function of the events), records requests.
+
+    An answer is a status (200 comes with PostHog's body), ``(status, headers)`` or
+    ``(status, headers, text)``, a :class:`~consumer.sender.Response`, an exception to
+    raise, or ``"timeout"``.
+    """
+
+    # What PostHog's Rust capture answers to an accepted batch (rust/capture/src/api.rs).
+    POSTHOG_OK = '{"status":"Ok"}'
 
     def __init__(
         self, *answers: Any, judge: Callable[[list[dict[str, Any]]], Any] | None = None
@@ -102,12 +110,17 @@ class ScriptedTransport:
         )
         if isinstance(answer, Exception):
             raise answer
+        if isinstance(answer, Response):
+            return answer
         if isinstance(answer, tuple):
-            status, extra = answer
-            return Response(status, extra, "")
+            status, extra, *text = answer
+            return Response(status, extra, text[0] if text else self._body_for(status))
         if answer == "timeout":
             raise RetryableDeliveryError("no answer from PostHog within 1s")
-        return Response(answer, {}, "{}" if answer == 200 else "refused")
+        return Response(answer, {}, self._body_for(answer))
+
+    def _body_for(self, status: int) -> str:
+        return self.POSTHOG_OK if status == 200 else "refused"
 
     def delivered_uuids(self) -> list[str]:
         """Uuids of events in requests the script answered 200 (only meaningful with judge=None)."""

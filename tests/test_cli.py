@@ -3,20 +3,28 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 
+from consumer.exits import ExitStatus
+from consumer.local.emulators import LOCAL_ENV, free_port
+
 ROOT = Path(__file__).resolve().parents[1]
 LOCAL_DEFAULT_TIMEOUT = 300
 
 
-def run_sh(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+def run_sh(
+    *args: str, timeout: float = 120, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [str(ROOT / "run.sh"), *args],
         cwd=ROOT,
+        env={**os.environ, **(env or {})},
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -45,6 +53,53 @@ def test_bad_properties_fail_before_the_daemon(tmp_path: Path) -> None:
     assert result.returncode == 78
     assert "evntKey" in result.stderr
     assert "did you mean eventKey" in result.stderr
+
+
+def test_unreachable_kinesis_fails_at_once_naming_the_endpoint(tmp_path: Path) -> None:
+    """`./run.sh <file>` with nothing at the Kinesis endpoint exits 69 with one line naming it,
+    instead of the daemon's minutes of stack traces and an exit status of 0."""
+    dead = f"http://127.0.0.1:{free_port()}"
+    props = tmp_path / "app.properties"
+    text = (ROOT / "properties" / "app.properties").read_text()
+    props.write_text(text.replace("http://localhost:4566", dead))
+    start = time.monotonic()
+    result = run_sh(str(props), env={"POSTHOG_API_KEY": "phc_unused", **LOCAL_ENV})
+    took = time.monotonic() - start
+    print(f"\n[cli] unreachable Kinesis: exit {result.returncode} after {took:.1f}s")
+    assert result.returncode == ExitStatus.UNAVAILABLE, result.stderr[-2000:]
+    critical = [line for line in result.stderr.splitlines() if "CRITICAL" in line]
+    assert len(critical) == 1
+    assert f"Kinesis at {dead}" in critical[0]
+    assert "Traceback" not in result.stderr
+
+
+LOG_EVERYTHING = """
+import logging
+from consumer.__main__ import _configure_logging
+_configure_logging()
+for name in ("consumer.processor", "urllib3", "amazon_kclpy", "some.library"):
+    logger = logging.getLogger(name)
+    logger.critical("line from %s", name)
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        logger.exception("traceback from %s", name)
+"""
+
+
+def test_configured_logging_never_writes_to_stdout() -> None:
+    """Stdout is the KCL protocol: every logger, a traceback included, writes to stderr only."""
+    result = subprocess.run(
+        [sys.executable, "-c", LOG_EVERYTHING],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert result.stdout == ""
+    assert result.stderr.count("line from") == 4
+    assert result.stderr.count("ValueError: boom") == 4
 
 
 @pytest.mark.e2e

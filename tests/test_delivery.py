@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import pytest
 
 from consumer.deadletter import DeadLetter
-from consumer.delivery import Delivery, Pending
-from consumer.errors import AuthenticationError, DeadLetterError, PermanentDeliveryError
+from consumer.delivery import MAX_REFUSALS_IN_A_ROW, Delivery, Pending
+from consumer.errors import (
+    AuthenticationError,
+    DeadLetterError,
+    PermanentDeliveryError,
+    RefusalStreakError,
+)
 from consumer.mapping import Mapper
 from consumer.retry import RetryPolicy
 from consumer.sender import Sender
@@ -28,16 +34,49 @@ class MemorySink:
         self.entries.extend(entries)
 
 
-@pytest.fixture(name="pending")
-def _pending(make_settings: SettingsFactory, make_record: RecordFactory) -> list[Pending]:
+PendingFactory = Callable[..., list[Pending]]
+
+
+@pytest.fixture(name="make_pending")
+def _make_pending(make_settings: SettingsFactory, make_record: RecordFactory) -> PendingFactory:
+    """``count`` events named e<i>, from records with sequence numbers 1000 + i."""
     mapper = Mapper(make_settings(), "shardId-0")
-    records = [
-        make_record(
-            {"properties": {"eventName": f"e{i}"}}, sequence=str(1000 + i), partition_key=f"u{i}"
-        )
-        for i in range(10)
-    ]
-    return [Pending(record, mapper.map(record)) for record in records]
+
+    def make(count: int, first: int = 0) -> list[Pending]:
+        records = [
+            make_record(
+                {"properties": {"eventName": f"e{i}"}},
+                sequence=str(1000 + i),
+                partition_key=f"u{i}",
+            )
+            for i in range(first, first + count)
+        ]
+        return [Pending(record, mapper.map(record)) for record in records]
+
+    return make
+
+
+NamedFactory = Callable[[list[str]], list[Pending]]
+
+
+@pytest.fixture(name="make_named")
+def _make_named(make_settings: SettingsFactory, make_record: RecordFactory) -> NamedFactory:
+    """One event per name, from records with sequence numbers 1000 + position."""
+    mapper = Mapper(make_settings(), "shardId-0")
+
+    def make(names: list[str]) -> list[Pending]:
+        records = [
+            make_record({"properties": {"eventName": name}}, sequence=str(1000 + i))
+            for i, name in enumerate(names)
+        ]
+        return [Pending(record, mapper.map(record)) for record in records]
+
+    return make
+
+
+@pytest.fixture(name="pending")
+def _pending(make_pending: PendingFactory) -> list[Pending]:
+    return make_pending(10)
 
 
 def delivery(
@@ -144,6 +183,211 @@ class TestRefusals:
         sink = MemorySink()
         with pytest.raises(error):
             delivery(ScriptedTransport(status), sink, sleeps).deliver(pending)
+        assert sink.entries == []
+
+
+def refuse_names(*bad: str) -> Callable[[list[dict[str, Any]]], int]:
+    """A PostHog that refuses (400) any batch holding one of the ``bad`` event names."""
+    return lambda batch: 400 if any(e["event"] in bad for e in batch) else 200
+
+
+class Host:
+    """A PostHog that works until ``breaks`` is set, then answers 400 to everything."""
+
+    def __init__(self, *bad: str) -> None:
+        self.broken = False
+        self.judge = refuse_names(*bad)
+
+    def __call__(self, batch: list[dict[str, Any]]) -> int:
+        return 400 if self.broken else self.judge(batch)
+
+
+# The bound the README promises, written out so that a larger streak fails here.
+DOCUMENTED_STREAK = 10
+
+
+def request_bound(events: int) -> int:
+    """Requests bisecting ``events`` down to the streak of single refusals may cost."""
+    return 2 * DOCUMENTED_STREAK + math.ceil(math.log2(max(events, 2))) + 1
+
+
+def dead_sequences(sink: MemorySink) -> list[str]:
+    return [d.sequence_number for d in sink.entries]
+
+
+class TestRefusalRule:
+    """Refusals are dead-lettered only while PostHog is seen accepting; else delivery stops."""
+
+    @pytest.mark.parametrize(
+        ("count", "max_events"),
+        [
+            (1000, 1000),  # one big batch: bisection stops after the streak, not 2000 requests
+            (1000, 100),  # several batches
+            (1000, 1),  # one event per request
+            (10, 100),  # exactly the streak in one call
+        ],
+    )
+    def test_host_refusing_everything_from_the_start_stops_bounded(
+        self, make_pending: PendingFactory, sleeps: list[float], count: int, max_events: int
+    ) -> None:
+        """A host that never accepted anything and refuses all: stop, dead-letter nothing."""
+        transport = ScriptedTransport(judge=lambda _: 400)
+        sink = MemorySink()
+        subject = delivery(transport, sink, sleeps, max_events=max_events)
+        with pytest.raises(RefusalStreakError, match="has accepted none since"):
+            subject.deliver(make_pending(count))
+        assert sink.entries == []
+        assert len(transport.requests) <= request_bound(count)
+        assert subject.stats.probes == 0
+        assert subject.stats.sent == 0
+
+    @pytest.mark.parametrize(
+        "count",
+        [
+            9,  # one short of the streak
+            1,  # a lone event
+        ],
+    )
+    def test_fresh_process_trusts_fewer_refusals_than_the_streak(
+        self, make_pending: PendingFactory, sleeps: list[float], count: int
+    ) -> None:
+        """Nothing accepted yet, nothing to probe with: a few refusals are dead-lettered, so a
+        shard whose only records PostHog refuses does not stop its worker on every restart."""
+        transport = ScriptedTransport(judge=lambda _: 400)
+        sink = MemorySink()
+        subject = delivery(transport, sink, sleeps, max_events=100)
+        subject.deliver(make_pending(count))
+        assert len(sink.entries) == count
+        assert subject.stats.probes == 0
+
+    @pytest.mark.parametrize(
+        "count",
+        [
+            1000,  # the streak trips mid-call: one probe, then stop
+            3,  # the call ends with refusals only: one probe, then stop
+            1,  # a lone event
+        ],
+    )
+    def test_host_breaking_after_acceptances_stops_after_one_probe(
+        self, make_pending: PendingFactory, sleeps: list[float], count: int
+    ) -> None:
+        """A host that accepted earlier calls, then 400s everything: the probe is refused too."""
+        host = Host()
+        transport = ScriptedTransport(judge=host)
+        sink = MemorySink()
+        subject = delivery(transport, sink, sleeps, max_events=1000)
+        subject.deliver(make_pending(5))
+        accepted = {e["uuid"] for e in transport.requests[0]["body"]["batch"]}
+        host.broken = True
+        before = len(transport.requests)
+        with pytest.raises(RefusalStreakError, match="now refuses an event it accepted before"):
+            subject.deliver(make_pending(count, 100))
+        assert sink.entries == []
+        assert subject.stats.probes == 1
+        probe = transport.requests[-1]["body"]["batch"]
+        assert len(probe) == 1
+        assert probe[0]["uuid"] in accepted, "the probe is an event PostHog accepted before"
+        assert len(transport.requests) - before <= request_bound(count) + 1
+
+    def test_a_few_bad_events_among_good_ones_are_dead_lettered(
+        self, make_pending: PendingFactory, sleeps: list[float]
+    ) -> None:
+        """Bad events spread through good ones: each dead-lettered, no probe needed."""
+        transport = ScriptedTransport(judge=refuse_names("e3", "e14", "e27"))
+        sink = MemorySink()
+        subject = delivery(transport, sink, sleeps, max_events=40)
+        subject.deliver(make_pending(30))
+        assert dead_sequences(sink) == ["1003", "1014", "1027"]
+        assert all(d.reason == "rejected_by_posthog" for d in sink.entries)
+        assert subject.stats.sent == 27
+        assert subject.stats.probes == 0
+
+    def test_lone_bad_event_is_dead_lettered_once_a_probe_is_accepted(
+        self, make_pending: PendingFactory, sleeps: list[float]
+    ) -> None:
+        """A call holding only a refused event: PostHog still accepts a known event, so the
+        refusal is PostHog's judgement and the event is dead-lettered."""
+        transport = ScriptedTransport(judge=refuse_names("e7"))
+        sink = MemorySink()
+        subject = delivery(transport, sink, sleeps)
+        subject.deliver(make_pending(3))
+        accepted = {e["uuid"] for e in transport.requests[0]["body"]["batch"]}
+        subject.deliver(make_pending(1, 7))
+        assert dead_sequences(sink) == ["1007"]
+        assert subject.stats.probes == 1
+        assert transport.requests[-1]["body"]["batch"][0]["uuid"] in accepted
+
+    @pytest.mark.parametrize(
+        ("names", "expected"),
+        [
+            # a run one short of the streak, an acceptance, another such run: no probe
+            (
+                ["ok"]
+                + ["bad"] * (MAX_REFUSALS_IN_A_ROW - 1)
+                + ["ok"]
+                + ["bad"] * (MAX_REFUSALS_IN_A_ROW - 1),
+                (0, 2 * (MAX_REFUSALS_IN_A_ROW - 1)),
+            ),
+            # a full streak: one probe, accepted, so the run is dead-lettered
+            (["ok"] + ["bad"] * MAX_REFUSALS_IN_A_ROW + ["ok"], (1, MAX_REFUSALS_IN_A_ROW)),
+            # two full streaks: the count restarts after the accepted probe
+            (
+                ["ok"] + ["bad"] * (2 * MAX_REFUSALS_IN_A_ROW) + ["ok"],
+                (2, 2 * MAX_REFUSALS_IN_A_ROW),
+            ),
+        ],
+    )
+    def test_the_count_restarts_on_every_acceptance(
+        self,
+        make_named: NamedFactory,
+        sleeps: list[float],
+        names: list[str],
+        expected: tuple[int, int],
+    ) -> None:
+        """Only refusals with nothing accepted between count towards the streak."""
+        transport = ScriptedTransport(judge=refuse_names("bad"))
+        sink = MemorySink()
+        subject = delivery(transport, sink, sleeps, max_events=1)
+        subject.deliver(make_named(names))
+        assert (subject.stats.probes, len(sink.entries)) == expected
+        assert subject.stats.sent == names.count("ok")
+
+    def test_first_part_delivered_then_host_breaks_dead_letters_nothing_of_the_call(
+        self, make_pending: PendingFactory, sleeps: list[float]
+    ) -> None:
+        """The first batch is accepted, the second holds one bad event, then the host breaks:
+        the stop comes before the end of the call, so even the bad event is not dead-lettered
+        (nothing of the call is checkpointed; the replay delivers the first batch again)."""
+        host = Host("e15")
+
+        def judge(batch: list[dict[str, Any]]) -> int:
+            if any(int(e["event"][1:]) >= 20 for e in batch):
+                host.broken = True
+            return host(batch)
+
+        transport = ScriptedTransport(judge=judge)
+        sink = MemorySink()
+        subject = delivery(transport, sink, sleeps, max_events=10)
+        with pytest.raises(RefusalStreakError):
+            subject.deliver(make_pending(40))
+        assert sink.entries == []
+        assert subject.stats.sent == 19  # e0-e9, then e10-e19 but e15
+        assert subject.stats.probes == 1
+
+    def test_key_refused_after_a_refusal_dead_letters_nothing(
+        self, make_pending: PendingFactory, sleeps: list[float]
+    ) -> None:
+        """A refused event, then 401 in the same call: the 401 stops it, nothing dead-lettered."""
+
+        def judge(batch: list[dict[str, Any]]) -> int:
+            if any(e["event"] == "e2" for e in batch):
+                return 400
+            return 401 if any(e["event"] == "e8" for e in batch) else 200
+
+        sink = MemorySink()
+        subject = delivery(ScriptedTransport(judge=judge), sink, sleeps, max_events=5)
+        with pytest.raises(AuthenticationError):
+            subject.deliver(make_pending(10))
         assert sink.entries == []
 
 

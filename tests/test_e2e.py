@@ -9,6 +9,7 @@ Each test prints its figures (run with ``-s`` to see them).
 from __future__ import annotations
 
 import base64
+import json
 import re
 import time
 from collections import Counter
@@ -20,6 +21,7 @@ from typing import Any
 import boto3
 import pytest
 
+from consumer.exits import ExitStatus
 from consumer.local import harness
 from consumer.local.emulators import LOCAL_ENV, Emulators
 from consumer.mapping import format_timestamp
@@ -41,6 +43,28 @@ BAD_RECORDS = [
     (b'{"properties": {"userId": "u"}}', "missing_event"),
     (b'{"properties": {"eventName": {"nested": true}}}', "invalid_event"),
     (b'{"properties": {"eventName": "poison", "userId": "u"}}', "rejected_by_posthog"),
+    # Hostile records: each of these once ended the shard process, and so the worker, for good.
+    (
+        b'{"properties": {"eventName": "x", "userId": "u"}, "deep": '
+        + b"[" * 100_000
+        + b"]" * 100_000
+        + b"}",
+        "too_deep",
+    ),
+    (
+        b'{"properties": {"eventName": "x", "userId": "u"}, "n": ' + b"7" * 5000 + b"}",
+        "number_out_of_range",
+    ),
+]
+# Hostile but mappable: an unreadable time falls back to the arrival time, and the event arrives.
+HOSTILE_GOOD: list[dict[str, Any]] = [
+    # A lone surrogate escape arrives as U+FFFD, as PostHog's capture would store it.
+    {"properties": {"eventName": "odd-time", "userId": "u", "foo": "\ud800"}},
+    {
+        "properties": {"eventName": "odd-time", "userId": "u"},
+        "meta": {"ts": "0001-01-01T00:00:00+01:00"},
+    },
+    {"properties": {"eventName": "odd-time", "userId": "u"}, "meta": {"ts": int("9" * 400)}},
 ]
 
 
@@ -129,7 +153,9 @@ def test_every_record_arrives_once_mapped(pipeline: Pipeline) -> None:
         good(n, with_time=n % 3 != 0) for n in range(400)
     ]
     for index, (data, _) in enumerate(BAD_RECORDS):
-        items.insert(index * 60 + 7, (f"bad-{index}", data, None))
+        items.insert(index * 40 + 7, (f"bad-{index}", data, None))
+    for index, hostile in enumerate(HOSTILE_GOOD):
+        items.insert(index * 90 + 30, (f"odd-{index}", json.dumps(hostile).encode(), hostile))
     before = time.time()
     pipeline.puts = put_all(pipeline.kinesis, STREAM, items)
     after = time.time()
@@ -148,6 +174,10 @@ def test_every_record_arrives_once_mapped(pipeline: Pipeline) -> None:
         event = received[put.uuid]
         document = put.document
         assert document is not None
+        if document in HOSTILE_GOOD:
+            assert event["event"] == "odd-time"
+            assert event["properties"].get("foo", "\ufffd") == "\ufffd"
+            continue
         assert event["event"] == document["properties"]["eventName"]
         assert event["distinct_id"] == document["properties"]["userId"]
         assert event["properties"]["foo"] == document["properties"]["foo"]
@@ -170,6 +200,11 @@ def test_every_record_arrives_once_mapped(pipeline: Pipeline) -> None:
     for entry in dead:
         put = positions[(entry["shardId"], entry["sequenceNumber"])]
         assert base64.b64decode(entry["data"]) == put.data
+    # No record ended a shard process: the daemon is up and each shard started exactly once.
+    assert pipeline.worker is not None
+    assert pipeline.worker.process.poll() is None, "the worker is still running"
+    log = (pipeline.workdir / "worker-1.log").read_text()
+    assert len(re.findall(r"shard shardId-\d+: starting after", log)) == SHARDS, "no restart"
 
 
 def test_graceful_restart_resends_nothing(pipeline: Pipeline) -> None:
@@ -225,10 +260,14 @@ def test_kill_9_loses_nothing_and_replays_identically(pipeline: Pipeline) -> Non
     print(
         f"[e2e] {len(events)} deliveries for {len(wanted)} records; {len(duplicates)} records delivered twice or more"
     )
-    originals: dict[str, dict[str, Any]] = {}
-    for event in events:
-        first = originals.setdefault(event["uuid"], event)
-        assert first == event, "a replay is the same event"
+    assert duplicates, "the kills landed mid-stream, so some records were replayed"
+    # Compare the bytes PostHog received, not parsed dicts: a replay must be byte-identical.
+    raw = pipeline.standin.raw_events(before)
+    assert len(raw) == len(events)
+    originals: dict[str, str] = {}
+    for event, text in zip(events, raw, strict=True):
+        first = originals.setdefault(event["uuid"], text)
+        assert first == text, "a replay is the same event, byte for byte"
 
 
 def test_posthog_outage_waits_and_loses_nothing(pipeline: Pipeline) -> None:
@@ -317,28 +356,64 @@ def test_retry_after_is_honoured(pipeline: Pipeline) -> None:
     assert waited >= 2.95
 
 
-def test_wrong_key_stops_the_worker_and_drops_nothing(pipeline: Pipeline) -> None:
-    """With a refused key the worker exits non-zero without checkpointing; fixed, it delivers all."""
+def test_wrong_key_stops_a_worker_before_it_reads(pipeline: Pipeline) -> None:
+    """PostHog's capture answers 200 to a well-formed but wrong key and drops the events
+    later, so the key is proven at start-up: a second worker started with a wrong key exits
+    78 with one line before its daemon starts, while the running worker goes on delivering."""
     assert pipeline.worker is not None
-    pipeline.worker.stop()
     before = pipeline.standin.stats()
     new = put_all(pipeline.kinesis, STREAM, [good(n) for n in range(3000, 3020)])
     start = time.monotonic()
-    worker = pipeline.start(POSTHOG_API_KEY="phc_wrong_key")
-    harness.wait_until(lambda: worker.process.poll() is not None, RESTART_TIMEOUT)
-    status = worker.process.poll()
+    wrong = harness.Worker.start(
+        pipeline.properties,
+        pipeline.workdir / "wrong-key.log",
+        {"POSTHOG_API_KEY": "phc_wrong_key"},
+    )
+    status = wrong.process.wait(RESTART_TIMEOUT)
     print(f"\n[e2e] wrong key: worker exited with {status} after {elapsed_since(start)}")
-    after = pipeline.standin.stats()
-    assert status not in (None, 0)
-    assert after["events"] == before["events"]
-    assert after["statuses"].get("401", 0) > before["statuses"].get("401", 0)
-    pipeline.start()
+    assert status == ExitStatus.CONFIG
+    log = (pipeline.workdir / "wrong-key.log").read_text()
+    assert "POSTHOG_API_KEY" in log
+    assert "MultiLangDaemon" not in log, "the daemon never started"
+    assert "phc_wrong_key" not in log, "the key is not echoed"
     wanted = {p.uuid for p in new}
     harness.wait_until(
         lambda: wanted <= {e["uuid"] for e in pipeline.standin.events(before["events"])},
         RESTART_TIMEOUT,
     )
     assert wanted <= {e["uuid"] for e in pipeline.standin.events(before["events"])}
+    assert pipeline.standin.stats().get("dropped", {}) == before.get("dropped", {})
+
+
+def test_host_refusing_every_event_stops_without_dead_lettering(pipeline: Pipeline) -> None:
+    """A proxy or wrong path that answers 400 to everything: the worker stops (78) after a
+    bounded number of requests, dead-letters nothing, and a fixed host delivers every record."""
+    assert pipeline.worker is not None
+    dead_before = len(read_dead_letters(pipeline.dead_letter))
+    first_request = len(pipeline.standin.requests())
+    pipeline.standin.control(reject_all=True)
+    # One partition key: one shard reads all 40 in one call, as a backlog would arrive.
+    new = put_all(
+        pipeline.kinesis, STREAM, [("refused-key", *good(n)[1:]) for n in range(3500, 3540)]
+    )
+    start = time.monotonic()
+    status = pipeline.worker.process.wait(RESTART_TIMEOUT)
+    requests = pipeline.standin.requests()[first_request:]
+    print(
+        f"\n[e2e] every event refused: worker exited {status} after {elapsed_since(start)}, "
+        f"{len(requests)} requests"
+    )
+    assert status != 0
+    assert len(read_dead_letters(pipeline.dead_letter)) == dead_before, "nothing dead-lettered"
+    pipeline.standin.control(reject_events=["poison"])
+    before = pipeline.standin.stats()["events"]
+    pipeline.start()
+    wanted = {p.uuid for p in new}
+    harness.wait_until(
+        lambda: wanted <= {e["uuid"] for e in pipeline.standin.events()}, RESTART_TIMEOUT
+    )
+    assert wanted <= {e["uuid"] for e in pipeline.standin.events()}
+    assert pipeline.standin.stats()["events"] > before
 
 
 def test_lease_loss_mid_batch_never_checkpoints(pipeline: Pipeline, emulators: Emulators) -> None:

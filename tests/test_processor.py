@@ -64,9 +64,17 @@ def checkpoint_answer(sequence: str | None, error: str | None = None) -> dict[st
     }
 
 
-def run(settings: Any, transport: ScriptedTransport, stdin: io.StringIO) -> list[dict[str, Any]]:
+def run(
+    settings: Any,
+    transport: ScriptedTransport,
+    stdin: io.StringIO,
+    sleeps: list[float] | None = None,
+) -> list[dict[str, Any]]:
+    """Drive one shard process; waits are recorded in ``sleeps`` instead of slept."""
     stdout, stderr = io.StringIO(), io.StringIO()
-    kcl.KCLProcess(build_processor(settings, transport), stdin, stdout, stderr).run()
+    waits = sleeps if sleeps is not None else []
+    processor = build_processor(settings, transport, sleep=waits.append)
+    kcl.KCLProcess(processor, stdin, stdout, stderr).run()
     return [json.loads(line) for line in stdout.getvalue().splitlines() if line.strip()]
 
 
@@ -171,23 +179,24 @@ def test_shard_end_checkpoints_with_no_sequence(settings: Any) -> None:
     ],
 )
 def test_checkpoint_errors_by_kind(
-    settings: Any, monkeypatch: pytest.MonkeyPatch, errors: list[str], expected_requests: int
+    settings: Any, errors: list[str], expected_requests: int, sleeps: list[float]
 ) -> None:
     """CheckpointError kinds are handled as documented, without real waits."""
-    monkeypatch.setattr("consumer.checkpoint.time.sleep", lambda _: None)
     answers = [checkpoint_answer("1001", error) for error in errors] + [checkpoint_answer("1001")]
     out = run(
         settings,
         ScriptedTransport(200),
         lines(initialize(), process(record(1)), *answers[:expected_requests]),
+        sleeps,
     )
     assert sum(m["action"] == "checkpoint" for m in out) == expected_requests
+    assert len(sleeps) == expected_requests - 1  # one back-off per retried checkpoint
 
 
 def test_wrong_key_exits_without_checkpoint(settings: Any) -> None:
     """A 401 ends the process with EX_CONFIG and no checkpoint request."""
     stdout = io.StringIO()
-    processor = build_processor(settings, ScriptedTransport(401))
+    processor = build_processor(settings, ScriptedTransport(401), sleep=lambda _: None)
     with pytest.raises(SystemExit) as caught:
         kcl.KCLProcess(
             processor, lines(initialize(), process(record(1))), stdout, io.StringIO()
@@ -206,3 +215,118 @@ def test_nothing_is_written_to_stdout_but_protocol(
         lines(initialize(), process(record(1)), checkpoint_answer("1001")),
     )
     assert capsys.readouterr().out == ""
+
+
+def kpl(sequence: int, sub: int) -> dict[str, Any]:
+    """A user record de-aggregated from a KPL record: one sequence number, its own sub-sequence."""
+    return {
+        **record(sequence, {"properties": {"eventName": f"kpl-{sub}"}}),
+        "subSequenceNumber": sub,
+    }
+
+
+def test_kpl_sub_sequences_get_their_own_uuid_and_checkpoint(settings: Any) -> None:
+    """Three user records of one aggregate: three uuids, and the checkpoint names the last
+    sub-sequence number, so a restart resumes inside the aggregate rather than before it."""
+    transport = ScriptedTransport(200)
+    out = run(
+        settings,
+        transport,
+        lines(
+            initialize(),
+            process(kpl(7, 0), kpl(7, 1), kpl(7, 2)),
+            {"action": "checkpoint", "sequenceNumber": "1007", "subSequenceNumber": 2},
+        ),
+    )
+    batch = transport.requests[0]["body"]["batch"]
+    assert [e["event"] for e in batch] == ["kpl-0", "kpl-1", "kpl-2"]
+    assert len({e["uuid"] for e in batch}) == 3
+    assert {"action": "checkpoint", "sequenceNumber": "1007", "subSequenceNumber": 2} in out
+
+
+@pytest.fixture(name="small_batches")
+def _small_batches(make_settings: SettingsFactory, tmp_path: Path) -> Any:
+    """Two events per request, so one processRecords call becomes several requests."""
+    return make_settings(
+        deadLetter=f"file:{tmp_path / 'dead.jsonl'}",
+        checkpointIntervalRecords="1",
+        batchMaxEvents="2",
+    )
+
+
+def test_first_part_delivered_second_part_refused_checkpoints_nothing(small_batches: Any) -> None:
+    """Records 1-2 are accepted, 3-4 refused (401): the process stops and asks for no
+    checkpoint at all, not even for the part that was delivered (it is re-sent, same uuids)."""
+    stdout = io.StringIO()
+    transport = ScriptedTransport(200, 401)
+    processor = build_processor(small_batches, transport, sleep=lambda _: None)
+    stdin = lines(initialize(), process(*(record(n) for n in range(1, 5))))
+    with pytest.raises(SystemExit) as caught:
+        kcl.KCLProcess(processor, stdin, stdout, io.StringIO()).run()
+    assert caught.value.code == EXIT_POSTHOG_REFUSED
+    assert len(transport.requests) == 2
+    assert "checkpoint" not in stdout.getvalue()
+
+
+def test_first_part_delivered_second_part_retried_then_one_checkpoint(
+    small_batches: Any, sleeps: list[float]
+) -> None:
+    """Records 1-2 accepted, 3-4 answered 503 then 200: one checkpoint, at record 4, after
+    the third request; nothing is checkpointed while the second part is outstanding."""
+    transport = ScriptedTransport(200, 503, 200)
+    out = run(
+        small_batches,
+        transport,
+        lines(initialize(), process(*(record(n) for n in range(1, 5))), checkpoint_answer("1004")),
+        sleeps,
+    )
+    checkpoints = [m for m in out if m["action"] == "checkpoint"]
+    assert checkpoints == [
+        {"action": "checkpoint", "sequenceNumber": "1004", "subSequenceNumber": 0}
+    ]
+    assert len(transport.requests) == 3
+    assert len(sleeps) == 1
+
+
+HOSTILE = [
+    b'{"properties": {"eventName": "x", "foo": "\\ud800"}}',  # lone surrogate in a value
+    b'{"properties": {"eventName": "\\udfff"}}',  # lone surrogate in the event name
+    b'{"properties": {"eventName": "x", "\\ud800": 1}}',  # ... in a key
+    b'{"properties": {"eventName": "x"}, "ts": "0001-01-01T00:00:00+01:00"}',  # before year 1 in UTC
+    b'{"properties": {"eventName": "x"}, "ts": ' + b"9" * 400 + b"}",  # 400-digit timestamp
+    b'{"properties": {"eventName": "x"}, "deep": '
+    + b"[" * 5000
+    + b"]" * 5000
+    + b"}",  # deep nesting
+    b'{"properties": {"eventName": "x"}, "n": '
+    + b"1" * 5000
+    + b"}",  # over Python's int digit limit
+    b"\x1f\x8b\x08\x00garbage",  # a gzip header and nothing valid after it
+    b"",  # empty
+]
+
+
+def test_hostile_records_never_end_the_process(
+    make_settings: SettingsFactory, tmp_path: Path
+) -> None:
+    """Each hostile record becomes an event or a dead letter; the process answers every
+    message and checkpoints past all of them."""
+    dead = tmp_path / "dead.jsonl"
+    settings = make_settings(
+        deadLetter=f"file:{dead}",
+        checkpointIntervalRecords="1",
+        timestampKey="ts",
+        includeAllProperties="true",
+    )
+    records = [record(n, data=data) for n, data in enumerate(HOSTILE, start=1)]
+    records.append(record(len(HOSTILE) + 1))
+    last = str(1000 + len(records))
+    transport = ScriptedTransport(200)
+    out = run(settings, transport, lines(initialize(), process(*records), checkpoint_answer(last)))
+    assert {"action": "checkpoint", "sequenceNumber": last, "subSequenceNumber": 0} in out
+    assert out[-1] == {"action": "status", "responseFor": "processRecords"}
+    delivered = [e for r in transport.requests for e in r["body"]["batch"]]
+    entries = dead.read_text().splitlines() if dead.exists() else []
+    assert len(delivered) + len(entries) == len(records), (
+        "each record: one event or one dead letter"
+    )

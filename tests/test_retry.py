@@ -56,6 +56,8 @@ class TestDelay:
         (400, False),  # bad event: bisect, do not resend as is
         (401, False),  # wrong key
         (413, False),  # too large: split
+        (301, False),  # a redirect: posthogHost is wrong, resending cannot help
+        (308, False),  # likewise
     ],
 )
 def test_retryable_statuses(status: int, retryable: bool) -> None:

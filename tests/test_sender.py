@@ -2,11 +2,25 @@
 
 from __future__ import annotations
 
+import json
+import logging
+import threading
+from collections.abc import Iterator
+from typing import Any
+
 import pytest
 import requests
+from requests.structures import CaseInsensitiveDict
 
 from consumer import errors
-from consumer.sender import RequestsTransport, Sender
+from consumer.local.standin import make_server
+from consumer.sender import (
+    MAX_ANSWER_BYTES,
+    QUOTA_WARNING_INTERVAL_SECONDS,
+    READ_CHUNK_BYTES,
+    RequestsTransport,
+    Sender,
+)
 from tests.conftest import ScriptedTransport
 
 
@@ -70,4 +84,211 @@ def test_requests_errors_are_translated(monkeypatch: pytest.MonkeyPatch) -> None
     with pytest.raises(errors.RetryableDeliveryError) as caught:
         transport("http://127.0.0.1:9/batch/", b"{}", {}, 1.0)
     assert isinstance(caught.value.__cause__, requests.ConnectionError)
+    transport.close()
+
+
+KEY = "phc_k"
+
+
+class TestPostHogsAnswer:
+    @pytest.mark.parametrize(
+        "body",
+        [
+            '{"status":"Ok"}',  # the Rust capture service (CaptureResponseCode::Ok)
+            '{"status": 1}',  # the older Django capture
+            '{"status":"Ok","quota_limited":["events"]}',  # accepted, with a quota note
+        ],
+    )
+    def test_posthogs_200_is_accepted(self, body: str) -> None:
+        """Only PostHog's own acceptance counts as delivered."""
+        sender_with(ScriptedTransport((200, {}, body))).send([b"{}"])
+
+    @pytest.mark.parametrize(
+        ("status", "body"),
+        [
+            (200, "<!DOCTYPE html><html><body>Welcome to nginx!</body></html>"),  # a web page
+            (200, ""),  # an empty answer
+            (200, "{}"),  # JSON, but no status
+            (200, '{"status": 0}'),  # not PostHog's code
+            (200, '{"status": true}'),  # True == 1 in Python, not in PostHog
+            (200, '"Ok"'),  # not an object
+            (200, '{"status":"Ok"'),  # cut short (a huge answer read up to the cap)
+            (204, ""),  # capture answers 204 only to beacon requests, which we never send
+            (202, '{"status":"Ok"}'),  # PostHog's body, but not PostHog's status
+        ],
+    )
+    def test_anything_else_is_a_wrong_host(self, status: int, body: str) -> None:
+        """A 2xx that is not PostHog's answer stops delivery: posthogHost is wrong."""
+        with pytest.raises(errors.WrongHostError, match="is it a proxy or a web page") as caught:
+            sender_with(ScriptedTransport((status, {"Content-Type": "text/html"}, body))).send(
+                [b"{}"]
+            )
+        assert isinstance(caught.value, errors.PermanentDeliveryError), "exits 78"
+        assert "posthogHost answered" in str(caught.value)
+
+    def test_excerpt_is_short_and_hides_the_key(self) -> None:
+        """A proxy echoing our request: the message names neither the key nor the payload."""
+        echo = json.dumps({"api_key": KEY, "batch": [{"event": "secret-payload" * 50}]})
+        with pytest.raises(errors.WrongHostError) as caught:
+            sender_with(ScriptedTransport((200, {}, echo))).send([b"{}"])
+        message = str(caught.value)
+        assert KEY not in message
+        assert KEY not in caught.value.body
+        assert message.count("secret-payload") <= 10, "only a short excerpt"
+
+    def test_quota_limited_is_a_warning_at_most_every_interval(
+        self, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """quota_limited never blocks delivery; it is logged, not on every batch."""
+        now = [0.0]
+        limited: tuple[int, dict[str, str], str] = (
+            200,
+            {},
+            '{"status":"Ok","quota_limited":["events"]}',
+        )
+        subject = Sender(
+            host="http://ph.local/",
+            api_key=KEY,
+            historical_migration=False,
+            timeout=3,
+            transport=ScriptedTransport(limited, limited, limited),
+            clock=lambda: now[0],
+        )
+        with caplog.at_level(logging.WARNING, logger="consumer.sender"):
+            subject.send([b"{}"])
+            now[0] = QUOTA_WARNING_INTERVAL_SECONDS - 1
+            subject.send([b"{}"])
+            now[0] = QUOTA_WARNING_INTERVAL_SECONDS + 1
+            subject.send([b"{}"])
+        warnings = [r for r in caplog.records if "quota limited" in r.getMessage()]
+        assert len(warnings) == 2
+
+
+class TestRedirects:
+    @pytest.mark.parametrize(
+        ("status", "headers"),
+        [
+            (301, {"Location": "https://eu.i.posthog.com/batch/"}),  # moved permanently
+            (302, {"Location": "https://eu.i.posthog.com/batch/"}),  # found
+            (307, {"Location": "https://eu.i.posthog.com/batch/"}),  # keeps the method
+            (308, {"location": "https://eu.i.posthog.com/batch/"}),  # a lower-case header
+        ],
+    )
+    def test_a_redirect_is_a_wrong_host_naming_location(
+        self, status: int, headers: dict[str, str]
+    ) -> None:
+        """A 3xx is never followed; the error says where the host points."""
+        with pytest.raises(errors.WrongHostError) as caught:
+            sender_with(ScriptedTransport((status, headers, ""))).send([b"{}"])
+        assert "https://eu.i.posthog.com/batch/" in str(caught.value)
+        assert caught.value.status == status
+
+    def test_a_redirect_without_location_says_so(self) -> None:
+        """A broken redirect still stops delivery, with a readable reason."""
+        with pytest.raises(errors.WrongHostError, match="no Location header"):
+            sender_with(ScriptedTransport((302, {}, ""))).send([b"{}"])
+
+
+@pytest.fixture(name="standin")
+def _standin() -> Iterator[Any]:
+    """The PostHog stand-in over real HTTP (its project key is KEY)."""
+    server = make_server(0, KEY)
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+class TestOverHttp:
+    def url(self, server: Any) -> str:
+        return f"http://127.0.0.1:{server.server_port}"
+
+    def test_redirect_is_not_followed(self, standin: Any) -> None:
+        """requests would turn the POST into a bodyless GET; the transport does not follow."""
+        base = self.url(standin)
+        requests.post(base + "/_control", json={"redirect_to": base + "/batch/"}, timeout=5)
+        subject = Sender(host=base, api_key=KEY, historical_migration=False, timeout=5)
+        with pytest.raises(errors.WrongHostError, match="redirecting to") as caught:
+            subject.send([b'{"event":"e","distinct_id":"d"}'])
+        assert base + "/batch/" in str(caught.value)
+        assert KEY not in str(caught.value)
+        paths = [r["path"] for r in requests.get(base + "/_requests", timeout=5).json()["requests"]]
+        assert paths == ["/batch/"], "one POST, no GET after it"
+
+    def test_web_page_is_a_wrong_host(self, standin: Any) -> None:
+        """A host answering 200 with HTML is not PostHog: nothing counts as delivered."""
+        base = self.url(standin)
+        requests.post(base + "/_control", json={"html_200": True}, timeout=5)
+        subject = Sender(host=base, api_key=KEY, historical_migration=False, timeout=5)
+        with pytest.raises(errors.WrongHostError, match="text/html"):
+            subject.send([b'{"event":"e","distinct_id":"d"}'])
+
+    def test_accepted_over_http(self, standin: Any) -> None:
+        """The stand-in's acceptance is PostHog's, byte for byte, so the sender accepts it."""
+        subject = Sender(host=self.url(standin), api_key=KEY, historical_migration=False, timeout=5)
+        subject.send([b'{"event":"e","distinct_id":"d"}'])
+        assert standin.state.events == [{"event": "e", "distinct_id": "d"}]
+
+
+class EndlessBody:
+    """A file-like answer body of ``size`` bytes, made as it is read; counts what was read."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.read_bytes = 0
+        self.closed = False
+
+    def read(self, amount: int) -> bytes:
+        chunk = min(amount, self.size - self.read_bytes)
+        self.read_bytes += chunk
+        return b"<p>" + b"x" * (chunk - 3) if chunk >= 3 else b"x" * chunk
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_huge_answer_is_read_only_up_to_the_cap(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A 50 MB web page: the transport reads the cap, drops the rest, and closes."""
+    body = EndlessBody(50 * 1024 * 1024)
+    seen: dict[str, Any] = {}
+
+    def post(url: str, **kwargs: Any) -> requests.Response:
+        seen.update(kwargs, url=url)
+        answer = requests.Response()
+        answer.status_code = 200
+        answer.headers = CaseInsensitiveDict({"Content-Type": "text/html; charset=utf-8"})
+        answer.encoding = "utf-8"
+        answer.raw = body
+        return answer
+
+    transport = RequestsTransport()
+    monkeypatch.setattr(transport._session, "post", post)
+    response = transport("http://ph.local/batch/", b"body", {"X": "1"}, 1.0)
+    assert len(response.text) == MAX_ANSWER_BYTES
+    assert body.read_bytes <= MAX_ANSWER_BYTES + READ_CHUNK_BYTES
+    assert body.closed, "the rest is dropped with the connection"
+    assert seen["allow_redirects"] is False
+    assert seen["stream"] is True
+    assert seen["headers"]["Accept-Encoding"] == "identity"
+    transport.close()
+
+
+def test_errors_reading_the_answer_are_translated(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A connection that breaks while the answer is read: outcome unknown, so retryable."""
+
+    class Broken(EndlessBody):
+        def read(self, amount: int) -> bytes:  # noqa: ARG002 - the base class's signature
+            raise requests.ConnectionError("reset")
+
+    def post(*_: Any, **__: Any) -> requests.Response:
+        answer = requests.Response()
+        answer.status_code = 200
+        answer.raw = Broken(10)
+        return answer
+
+    transport = RequestsTransport()
+    monkeypatch.setattr(transport._session, "post", post)
+    with pytest.raises(errors.RetryableDeliveryError):
+        transport("http://ph.local/batch/", b"body", {}, 1.0)
     transport.close()

@@ -76,12 +76,17 @@ class StandIn:
         events: list[dict[str, Any]] = self._get(f"/_events?since={since}")["events"]
         return events
 
+    def raw_events(self, since: int = 0) -> list[str]:
+        """The JSON text of each accepted event exactly as sent, aligned with :meth:`events`."""
+        raw: list[str] = self._get(f"/_raw?since={since}")["raw"]
+        return raw
+
     def stats(self) -> dict[str, Any]:
-        """Accepted-event count and answers by status."""
+        """Accepted-event count, answers by status, and events dropped (by reason)."""
         return self._get("/_stats")
 
     def control(self, **settings: Any) -> None:
-        """Inject failures (see :mod:`consumer.local.standin`)."""
+        """Inject failures or a wrong host (see :mod:`consumer.local.standin`); replaces the last."""
         self._post("/_control", settings)
 
     def reset(self) -> None:

@@ -1,22 +1,46 @@
-"""A PostHog capture stand-in: a real HTTP server enforcing PostHog's documented rules.
+"""A PostHog stand-in: a real HTTP server answering as PostHog's capture and flags services do.
 
-Serves ``POST /batch/`` (gzip or plain; ``api_key`` or ``token``) and ``POST /capture/``
-(one event), answering as PostHog does (``../shared/reference/posthog-capture.md``):
-401 for a wrong key, 400 for malformed JSON, an empty batch, a missing event or
-distinct_id or an invalid uuid, 413 for a body over 20 MB (2 MB on ``/capture/``) or an
-event over 1 MB, and 200 ``{"status": 1}`` otherwise. Accepted events are kept in memory.
+What it imitates was read from PostHog/posthog (``rust/capture``, ``rust/feature-flags``,
+``posthog/api``; see ``../shared/reference/posthog-capture.md``):
+
+* ``POST /batch/`` (gzip or plain; the key in ``api_key`` or ``token``) and ``POST
+  /capture/`` or ``/e/`` (one event; the key may also be ``properties.token``). Capture
+  checks only the key's *shape* (``validate_token`` in ``rust/capture/src/token.rs``:
+  trimmed, not empty, at most 64 bytes, ASCII, not a ``phx_`` personal key, no NUL):
+  a missing or ill-shaped key is 401 with capture's plain-text reason (``API key is not
+  valid: personal_api_key``). Any well-formed key is accepted: events for the stand-in's
+  project key are kept; events for any other key are answered 200 too and then
+  dropped, as PostHog's ingestion drops them, and counted as ``dropped.invalid_token``.
+  Then 400 (plain text) for a body that is not JSON, an empty batch, a missing event
+  name or distinct_id, an invalid uuid; 413 for a body over 20 MiB (2 MiB on the
+  single-event paths) or an event over 1 MB; else 200 ``{"status":"Ok"}``, byte for byte
+  what the Rust capture sends. A GET (no body) is 400.
+* ``POST /flags/?v=2`` (or ``/flags``; body ``{"api_key" | "token", "distinct_id"}``,
+  plain or gzip): 200 with an empty flags answer (``{"errorsWhileComputingFlags":false,
+  "flags":{},"requestId":...}``; the legacy ``featureFlags`` shape without ``v``) for
+  the project key; 401 ``{"type":"authentication_error","code":"authentication_failed",
+  ...}`` for any other key (``not_authenticated`` for none); 400 without distinct_id.
+* ``POST /decide/?v=3`` (older self-hosted PostHog): 200 with a minimal decide answer
+  for the project key, 401 ``{"type":"authentication_error","code":"invalid_api_key",
+  ...}`` for any other.
 
 Test and demo hooks (not PostHog's API):
 
-* ``GET /_events?since=N`` -> accepted events from index N; ``GET /_stats`` -> counters;
-  ``GET /_requests`` -> one ``{"time", "status", "events"}`` per capture request;
-* with ``--record-file``, accepted events are also appended there and reloaded on start,
-  so the stand-in can be stopped (connection refused) and started again without
-  forgetting what it accepted;
+* ``GET /_events?since=N`` -> accepted events from index N; ``GET /_raw?since=N`` -> the
+  JSON text of each of those events exactly as it was sent (same indexes); ``GET
+  /_stats`` -> counters; ``GET /_requests`` -> one ``{"time", "path", "status",
+  "events", "dropped", "shards"}`` per request to a PostHog endpoint;
+* with ``--record-file``, accepted events (their text as sent) are also appended there
+  and reloaded on start, so the stand-in can be stopped (connection refused) and
+  started again without forgetting what it accepted;
 * ``POST /_control`` with ``{"status": 503, "remaining": 5, "retry_after": "2",
-  "hang_seconds": 0, "reject_events": ["bad"]}`` -> answer the next ``remaining``
-  requests (all, if null) with ``status``, delay answers, or refuse with 400 any batch
-  holding an event with one of those names; ``POST /_reset`` -> forget everything.
+  "hang_seconds": 0, "reject_events": ["bad"], "reject_all": false, "redirect_to":
+  null, "redirect_status": 301, "html_200": false}`` replaces the settings: answer the
+  next ``remaining`` capture requests (all, if null) with ``status``, delay capture
+  answers, refuse with 400 any batch holding an event with one of those names, refuse
+  every capture request with a proxy's 400 page (a wrong path behind a proxy); and for
+  every PostHog endpoint, redirect to ``redirect_to`` or answer 200 with a web page (a
+  wrong host); ``POST /_reset`` -> forget everything.
 """
 
 from __future__ import annotations
@@ -28,6 +52,7 @@ import time
 import uuid
 import zlib
 from collections import Counter
+from dataclasses import dataclass
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -36,47 +61,102 @@ from urllib.parse import parse_qs, urlsplit
 
 log = logging.getLogger(__name__)
 
-# PostHog's limits (rust/capture): /batch/ body as sent, single-event endpoints, one event.
-BATCH_BODY_LIMIT = 20 * 1000 * 1000
-CAPTURE_BODY_LIMIT = 2 * 1000 * 1000
-EVENT_LIMIT = 1000 * 1000
+# PostHog's limits (rust/capture/src/router.rs): /batch/ body as sent, single-event
+# endpoints, decompressed body; one event (capture's event_size_limit).
+BATCH_BODY_LIMIT = 20 * 1024 * 1024
+CAPTURE_BODY_LIMIT = 2 * 1024 * 1024
 DECOMPRESSED_LIMIT = 100 * 1000 * 1000
+EVENT_LIMIT = 1000 * 1000
+# validate_token (rust/capture/src/token.rs): the longest key it lets through, in bytes,
+# and the prefix of personal API keys, which capture refuses.
+TOKEN_MAX_BYTES = 64
+PERSONAL_KEY_PREFIX = "phx_"
+
+BATCH_PATHS = frozenset({"/batch", "/batch/"})
+SINGLE_PATHS = frozenset({"/capture", "/capture/", "/e", "/e/", "/i/v0/e", "/i/v0/e/"})
+FLAGS_PATHS = frozenset({"/flags", "/flags/"})
+DECIDE_PATHS = frozenset({"/decide", "/decide/"})
+
+# CaptureResponse { status: CaptureResponseCode::Ok } as axum's Json writes it.
+CAPTURE_OK = b'{"status":"Ok"}'
+# Capture's plain-text errors (CaptureError's messages in rust/capture/src/api.rs).
+MISSING_KEY = "event submitted without an api_key"
+EMPTY_BATCH = "request holds no event"
+NO_EVENT_NAME = "event submitted with an empty event name"
+NO_DISTINCT_ID = "event submitted without a distinct_id"
+INJECTED_TEXTS = {429: "rate limited", 503: "transient error, please retry"}
+# The flags service's 401 bodies (rust/feature-flags/src/api/errors.rs).
+FLAGS_BAD_KEY = {
+    "type": "authentication_error",
+    "code": "authentication_failed",
+    "detail": "The provided API key is invalid or has expired. "
+    "Please check your API key and try again.",
+    "attr": None,
+}
+FLAGS_NO_KEY = {
+    "type": "authentication_error",
+    "code": "not_authenticated",
+    "detail": "No API token provided. Please include a valid API token in your request.",
+    "attr": None,
+}
+FLAGS_NO_DISTINCT_ID = (
+    "The distinct_id field is missing from the request. Please include a valid identifier."
+)
+# Django's /decide/ answer to an unknown key (posthog/api/test/test_decide.py).
+DECIDE_BAD_KEY = {
+    "type": "authentication_error",
+    "code": "invalid_api_key",
+    "detail": "Project API key invalid. You can find your project API key in PostHog project settings.",
+    "attr": None,
+}
+# What the wrong-host hooks answer with.
+WEB_PAGE = (
+    b"<!DOCTYPE html>\n<html><head><title>Welcome</title></head>"
+    b"<body><h1>It works!</h1></body></html>\n"
+)
+PROXY_400 = (
+    b"<html>\r\n<head><title>400 Bad Request</title></head>\r\n<body>\r\n"
+    b"<center><h1>400 Bad Request</h1></center>\r\n<hr><center>nginx</center>\r\n"
+    b"</body>\r\n</html>\r\n"
+)
+_REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
+_PLAIN = "text/plain; charset=utf-8"
+_JSON = "application/json"
+_HTML = "text/html; charset=utf-8"
+_JSON_WHITESPACE = " \t\n\r"
 
 
-class _State:
-    def __init__(self, api_key: str, record_file: Path | None) -> None:
-        self.api_key = api_key
-        self.lock = threading.Lock()
-        self.record_file = record_file
-        self.events: list[dict[str, Any]] = []
-        if record_file is not None and record_file.exists():
-            self.events = [
-                json.loads(line) for line in record_file.read_text().splitlines() if line
-            ]
-        self.statuses: Counter[int] = Counter()
-        self.requests: list[dict[str, Any]] = []
-        self.control: dict[str, Any] = {}
+def token_problem(token: str) -> str | None:
+    """Why capture's ``validate_token`` refuses ``token`` (its reason code), or None."""
+    token = token.strip()
+    if not token:
+        return "empty"
+    if len(token.encode()) > TOKEN_MAX_BYTES:
+        return "too_long"
+    if not token.isascii():
+        return "not_ascii"
+    if token.startswith(PERSONAL_KEY_PREFIX):
+        return "personal_api_key"
+    if "\0" in token:
+        return "null_byte"
+    return None
 
-    def accept(self, events: list[dict[str, Any]]) -> None:
-        with self.lock:
-            self.events.extend(events)
-            if self.record_file is not None:
-                with self.record_file.open("a", encoding="utf-8") as sink:
-                    sink.writelines(json.dumps(event) + "\n" for event in events)
 
-    def next_override(self) -> tuple[int | None, str | None, float]:
-        with self.lock:
-            control = self.control
-            hang = float(control.get("hang_seconds") or 0)
-            status = control.get("status")
-            if status is None:
-                return None, None, hang
-            remaining = control.get("remaining")
-            if remaining is not None:
-                if remaining <= 0:
-                    return None, None, hang
-                control["remaining"] = remaining - 1
-            return int(status), control.get("retry_after"), hang
+@dataclass(frozen=True, slots=True)
+class _Answer:
+    status: HTTPStatus
+    body: bytes
+    content_type: str
+    headers: tuple[tuple[str, str], ...] = ()
+
+    @classmethod
+    def text(cls, status: HTTPStatus, message: str) -> _Answer:
+        return cls(status, message.encode(), _PLAIN)
+
+    @classmethod
+    def json(cls, status: HTTPStatus, payload: Any, *, compact: bool = True) -> _Answer:
+        separators = (",", ":") if compact else None
+        return cls(status, json.dumps(payload, separators=separators).encode(), _JSON)
 
 
 class _RefusalError(Exception):
@@ -85,14 +165,88 @@ class _RefusalError(Exception):
         super().__init__(message)
 
 
+@dataclass(frozen=True, slots=True)
+class _Request:
+    """A decoded capture request: the JSON document and its text as sent."""
+
+    document: dict[str, Any]
+    text: str
+
+
+class _State:
+    def __init__(self, api_key: str, record_file: Path | None) -> None:
+        self.api_key = api_key
+        self.lock = threading.Lock()
+        self.record_file = record_file
+        self.events: list[dict[str, Any]] = []
+        self.raw: list[str] = []
+        if record_file is not None and record_file.exists():
+            for line in record_file.read_text(encoding="utf-8").splitlines():
+                if line:
+                    event, raw = _read_record(line)
+                    self.events.append(event)
+                    self.raw.append(raw)
+        self.statuses: Counter[int] = Counter()
+        self.dropped: Counter[str] = Counter()
+        self.requests: list[dict[str, Any]] = []
+        self.control: dict[str, Any] = {}
+
+    def accept(self, events: list[dict[str, Any]], raw: list[str]) -> None:
+        with self.lock:
+            self.events.extend(events)
+            self.raw.extend(raw)
+            if self.record_file is not None:
+                with self.record_file.open("a", encoding="utf-8") as sink:
+                    sink.writelines(json.dumps({"raw": text}) + "\n" for text in raw)
+
+    def drop(self, reason: str, count: int) -> None:
+        with self.lock:
+            self.dropped[reason] += count
+
+    def setting(self, name: str) -> Any:
+        with self.lock:
+            return self.control.get(name)
+
+    def next_override(self) -> tuple[int | None, str | None]:
+        with self.lock:
+            control = self.control
+            status = control.get("status")
+            if status is None:
+                return None, None
+            remaining = control.get("remaining")
+            if remaining is not None:
+                if remaining <= 0:
+                    return None, None
+                control["remaining"] = remaining - 1
+            return int(status), control.get("retry_after")
+
+    def reset(self) -> None:
+        with self.lock:
+            self.events.clear()
+            self.raw.clear()
+            self.statuses.clear()
+            self.dropped.clear()
+            self.requests.clear()
+            self.control = {}
+
+
+def _read_record(line: str) -> tuple[dict[str, Any], str]:
+    """One record-file line -> (event, its text as sent)."""
+    entry = json.loads(line)
+    # Current format: {"raw": <the event's JSON text as sent>}. An accepted event always
+    # has an "event" key, so a line of the earlier format (the parsed event) never
+    # looks like this; for those the text is rebuilt, which is the best that can be done.
+    if isinstance(entry, dict) and set(entry) == {"raw"} and isinstance(entry["raw"], str):
+        return json.loads(entry["raw"]), entry["raw"]
+    return entry, json.dumps(entry)
+
+
 class _Handler(BaseHTTPRequestHandler):
     server: _Server
     protocol_version = "HTTP/1.1"
     # Headers and body go out in separate writes; with Nagle on, every keep-alive answer
     # waits for the client's delayed ACK (~40 ms), which would cap a client at ~25 req/s.
     disable_nagle_algorithm = True
-    accepted = 0  # events accepted by the request being answered (for /_requests)
-    shards: tuple[str, ...] = ()  # $kinesis_shard_id values in the request (for /_requests)
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - base class signature
         log.debug(format, *args)
@@ -100,134 +254,340 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         state = self.server.state
         url = urlsplit(self.path)
+        since = _since(url.query)
         if url.path == "/_events":
-            since = int(parse_qs(url.query).get("since", ["0"])[0])
             with state.lock:
-                self._reply(
-                    HTTPStatus.OK, {"events": state.events[since:], "total": len(state.events)}
-                )
+                payload: dict[str, Any] = {
+                    "events": state.events[since:],
+                    "total": len(state.events),
+                }
+        elif url.path == "/_raw":
+            with state.lock:
+                payload = {"raw": state.raw[since:], "total": len(state.raw)}
         elif url.path == "/_requests":
             with state.lock:
-                self._reply(HTTPStatus.OK, {"requests": list(state.requests)})
+                payload = {"requests": list(state.requests)}
         elif url.path == "/_stats":
             with state.lock:
-                statuses = {str(k): v for k, v in state.statuses.items()}
-                self._reply(HTTPStatus.OK, {"events": len(state.events), "statuses": statuses})
+                payload = {
+                    "events": len(state.events),
+                    "statuses": {str(k): v for k, v in state.statuses.items()},
+                    "dropped": dict(state.dropped),
+                }
+        elif url.path in BATCH_PATHS | SINGLE_PATHS:
+            # What a POST becomes when a client follows a 301/302: a GET without the body.
+            message = "failed to parse request: EOF while parsing a value at line 1 column 0"
+            self._answer(url.path, _Answer.text(HTTPStatus.BAD_REQUEST, message))
+            return
         else:
-            self._reply(HTTPStatus.NOT_FOUND, {"error": "not found"})
+            self._send(_Answer.json(HTTPStatus.NOT_FOUND, {"error": "not found"}))
+            return
+        self._send(_Answer.json(HTTPStatus.OK, payload))
 
     def do_POST(self) -> None:
         state = self.server.state
-        path = urlsplit(self.path).path
+        url = urlsplit(self.path)
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        if path == "/_control":
+        if url.path == "/_control":
             with state.lock:
                 state.control = json.loads(body or b"{}")
-            self._reply(HTTPStatus.OK, {"ok": True})
+            self._send(_Answer.json(HTTPStatus.OK, {"ok": True}))
             return
-        if path == "/_reset":
-            with state.lock:
-                state.events.clear()
-                state.statuses.clear()
-                state.requests.clear()
-                state.control = {}
-            self._reply(HTTPStatus.OK, {"ok": True})
+        if url.path == "/_reset":
+            state.reset()
+            self._send(_Answer.json(HTTPStatus.OK, {"ok": True}))
             return
-        if path not in ("/batch/", "/batch", "/capture/", "/capture", "/e/", "/e"):
-            self._count_and_reply(HTTPStatus.NOT_FOUND, {"error": "not found"})
+        known = BATCH_PATHS | SINGLE_PATHS | FLAGS_PATHS | DECIDE_PATHS
+        if url.path not in known:
+            self._answer(url.path, _Answer.json(HTTPStatus.NOT_FOUND, {"error": "not found"}))
             return
-        self.accepted = 0
-        single = not path.startswith("/batch")
+        wrong_host = self._wrong_host()
+        if wrong_host is not None:
+            self._answer(url.path, wrong_host)
+        elif url.path in FLAGS_PATHS:
+            self._answer(url.path, self._flags(body, parse_qs(url.query)))
+        elif url.path in DECIDE_PATHS:
+            self._answer(url.path, self._decide(body))
+        else:
+            self._capture(url.path, body, single=url.path in SINGLE_PATHS)
+
+    # -- capture ---------------------------------------------------------------------
+
+    def _capture(self, path: str, body: bytes, *, single: bool) -> None:
+        state = self.server.state
         try:
-            document: dict[str, Any] | _RefusalError = _decode(body, single=single)
+            request: _Request | _RefusalError = _decode_capture(body, single=single)
         except _RefusalError as refusal:
-            document = refusal
-        self.shards = _shards_of(document)
-        status, retry_after, hang = state.next_override()
+            request = refusal
+        shards = _shards_of(request)
+        hang = float(state.setting("hang_seconds") or 0)
         if hang:
             time.sleep(hang)
+        if state.setting("reject_all"):
+            self._answer(path, _Answer(HTTPStatus.BAD_REQUEST, PROXY_400, _HTML), shards=shards)
+            return
+        status, retry_after = state.next_override()
         if status is not None:
-            headers = {"Retry-After": str(retry_after)} if retry_after is not None else {}
-            self._count_and_reply(HTTPStatus(status), {"error": "injected"}, headers)
+            headers = (("Retry-After", str(retry_after)),) if retry_after is not None else ()
+            text = INJECTED_TEXTS.get(status, "injected").encode()
+            self._answer(path, _Answer(HTTPStatus(status), text, _PLAIN, headers), shards=shards)
             return
         try:
-            if isinstance(document, _RefusalError):
-                raise document
-            events = self._accept(document, single=single)
+            if isinstance(request, _RefusalError):
+                raise request
+            events, raw, key = self._validate(request, single=single)
         except _RefusalError as refusal:
-            self._count_and_reply(
-                refusal.status, {"type": "validation_error", "detail": str(refusal)}
-            )
+            self._answer(path, _Answer.text(refusal.status, str(refusal)), shards=shards)
             return
-        state.accept(events)
-        self.accepted = len(events)
-        self._count_and_reply(HTTPStatus.OK, {"status": 1})
+        if key == state.api_key:
+            state.accept(events, raw)
+            accepted, dropped = len(events), 0
+        else:
+            # PostHog's capture answers 200; ingestion finds no project and drops them.
+            state.drop("invalid_token", len(events))
+            accepted, dropped = 0, len(events)
+        answer = _Answer(HTTPStatus.OK, CAPTURE_OK, _JSON)
+        self._answer(path, answer, shards=shards, accepted=accepted, dropped=dropped)
 
-    def _accept(self, document: dict[str, Any], *, single: bool) -> list[dict[str, Any]]:
-        key = document.get("api_key") or document.get("token")
-        events = [document] if single else document.get("batch")
+    def _validate(
+        self, request: _Request, *, single: bool
+    ) -> tuple[list[dict[str, Any]], list[str], str]:
+        """Capture's checks, in its order: key shape, then events; -> (events, raw, key)."""
+        document = request.document
+        key = document.get("api_key", document.get("token"))
+        if single and key is None:
+            properties = document.get("properties")
+            key = properties.get("token") if isinstance(properties, dict) else None
+        if key is None:
+            raise _RefusalError(HTTPStatus.UNAUTHORIZED, MISSING_KEY)
+        if not isinstance(key, str):
+            raise _RefusalError(
+                HTTPStatus.BAD_REQUEST, "failed to parse request: the api_key is not a string"
+            )
+        problem = token_problem(key)
+        if problem is not None:
+            raise _RefusalError(HTTPStatus.UNAUTHORIZED, f"API key is not valid: {problem}")
         if single:
-            key = key or (document.get("properties") or {}).get("token")
-        if not key or key != self.server.state.api_key:
-            raise _RefusalError(HTTPStatus.UNAUTHORIZED, "project API key is missing or invalid")
-        if not isinstance(events, list) or not events:
-            raise _RefusalError(HTTPStatus.BAD_REQUEST, "batch is empty or not a list")
-        rejected = set(self.server.state.control.get("reject_events") or ())
-        for event in events:
-            _validate(event, rejected)
-        return events
+            events: Any = [document]
+            raw = [request.text.strip(_JSON_WHITESPACE)]
+        else:
+            events = document.get("batch")
+            if not isinstance(events, list):
+                raise _RefusalError(
+                    HTTPStatus.BAD_REQUEST, "failed to parse request: batch is not a list"
+                )
+            raw = _raw_batch(request.text)
+        if not events:
+            raise _RefusalError(HTTPStatus.BAD_REQUEST, EMPTY_BATCH)
+        rejected = set(self.server.state.setting("reject_events") or ())
+        for event, text in zip(events, raw, strict=True):
+            _validate_event(event, text, rejected)
+        return events, raw, key.strip()
 
-    def _count_and_reply(
-        self, status: HTTPStatus, payload: dict[str, Any], headers: dict[str, str] | None = None
+    # -- flags and decide ------------------------------------------------------------
+
+    def _flags(self, body: bytes, query: dict[str, list[str]]) -> _Answer:
+        try:
+            document = _decode_json_object(body)
+        except _RefusalError as refusal:
+            return _Answer.text(
+                HTTPStatus.BAD_REQUEST,
+                f"Failed to decode request: {refusal}. Please check your request format and try again.",
+            )
+        if document.get("distinct_id") in (None, ""):
+            return _Answer.text(HTTPStatus.BAD_REQUEST, FLAGS_NO_DISTINCT_ID)
+        key = document.get("token", document.get("api_key"))
+        if not key:
+            return _Answer.json(HTTPStatus.UNAUTHORIZED, FLAGS_NO_KEY)
+        if key != self.server.state.api_key:
+            return _Answer.json(HTTPStatus.UNAUTHORIZED, FLAGS_BAD_KEY)
+        request_id = str(uuid.uuid4())
+        version = query.get("v", query.get("version", [""]))[0]
+        if version.isdigit() and int(version) >= 2:  # FlagsResponse
+            payload: dict[str, Any] = {
+                "errorsWhileComputingFlags": False,
+                "flags": {},
+                "requestId": request_id,
+            }
+        else:  # LegacyFlagsResponse
+            payload = {
+                "errorsWhileComputingFlags": False,
+                "featureFlags": {},
+                "featureFlagPayloads": {},
+                "requestId": request_id,
+            }
+        return _Answer.json(HTTPStatus.OK, payload)
+
+    def _decide(self, body: bytes) -> _Answer:
+        try:
+            document = _decode_json_object(body)
+        except _RefusalError:
+            document = {}
+        key = document.get("api_key", document.get("token"))
+        if not key or key != self.server.state.api_key:
+            return _Answer.json(HTTPStatus.UNAUTHORIZED, DECIDE_BAD_KEY, compact=False)
+        payload = {
+            "config": {"enable_collect_everything": True},
+            "toolbarParams": {},
+            "isAuthenticated": False,
+            "supportedCompression": ["gzip", "gzip-js"],
+            "featureFlags": {},
+            "featureFlagPayloads": {},
+            "errorsWhileComputingFlags": False,
+            "sessionRecording": False,
+        }
+        return _Answer.json(HTTPStatus.OK, payload, compact=False)
+
+    # -- answers ---------------------------------------------------------------------
+
+    def _wrong_host(self) -> _Answer | None:
+        """The answer of a host that is not PostHog, if the test asked for one."""
+        state = self.server.state
+        target = state.setting("redirect_to")
+        if target:
+            status = int(state.setting("redirect_status") or HTTPStatus.MOVED_PERMANENTLY)
+            if status not in _REDIRECT_STATUSES:
+                status = HTTPStatus.MOVED_PERMANENTLY
+            return _Answer(HTTPStatus(status), b"", _PLAIN, (("Location", str(target)),))
+        if state.setting("html_200"):
+            return _Answer(HTTPStatus.OK, WEB_PAGE, _HTML)
+        return None
+
+    def _answer(
+        self,
+        path: str,
+        answer: _Answer,
+        *,
+        shards: tuple[str, ...] = (),
+        accepted: int = 0,
+        dropped: int = 0,
     ) -> None:
-        with self.server.state.lock:
-            self.server.state.statuses[status.value] += 1
-            self.server.state.requests.append(
+        """Send an answer of a PostHog endpoint, counting it for /_stats and /_requests."""
+        state = self.server.state
+        with state.lock:
+            state.statuses[answer.status.value] += 1
+            state.requests.append(
                 {
                     "time": time.time(),
-                    "status": status.value,
-                    "events": self.accepted,
-                    "shards": self.shards,
+                    "path": path,
+                    "status": answer.status.value,
+                    "events": accepted,
+                    "dropped": dropped,
+                    "shards": shards,
                 }
             )
-        self._reply(status, payload, headers)
+        self._send(answer)
 
-    def _reply(
-        self, status: HTTPStatus, payload: dict[str, Any], headers: dict[str, str] | None = None
-    ) -> None:
-        data = json.dumps(payload).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        for name, value in (headers or {}).items():
+    def _send(self, answer: _Answer) -> None:
+        self.send_response(answer.status)
+        self.send_header("Content-Type", answer.content_type)
+        self.send_header("Content-Length", str(len(answer.body)))
+        for name, value in answer.headers:
             self.send_header(name, value)
         self.end_headers()
-        self.wfile.write(data)
+        self.wfile.write(answer.body)
 
 
-def _decode(body: bytes, *, single: bool) -> dict[str, Any]:
-    """The request body as a JSON object (gzip or plain), or the refusal PostHog would give."""
-    if len(body) > (CAPTURE_BODY_LIMIT if single else BATCH_BODY_LIMIT):
-        raise _RefusalError(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, "payload too large")
-    if body[:2] == b"\x1f\x8b":
-        try:
-            body = zlib.decompressobj(wbits=31).decompress(body, DECOMPRESSED_LIMIT)
-        except zlib.error as exc:
-            raise _RefusalError(HTTPStatus.BAD_REQUEST, "invalid gzip body") from exc
+def _since(query: str) -> int:
+    values = parse_qs(query).get("since", ["0"])
+    return int(values[0]) if values[0].isdigit() else 0
+
+
+def _decompress(body: bytes) -> bytes:
+    if body[:2] != b"\x1f\x8b":
+        return body
     try:
-        document = json.loads(body)
-    except ValueError as exc:
-        raise _RefusalError(
-            HTTPStatus.BAD_REQUEST, "failed to decode the request body as JSON"
-        ) from exc
+        return zlib.decompressobj(wbits=31).decompress(body, DECOMPRESSED_LIMIT)
+    except zlib.error as exc:
+        raise _RefusalError(HTTPStatus.BAD_REQUEST, "invalid gzip data") from exc
+
+
+def _decode_json_object(body: bytes) -> dict[str, Any]:
+    """A gzip or plain JSON object body (for /flags and /decide)."""
+    try:
+        document = json.loads(_decompress(body).decode("utf-8"))
+    except (ValueError, RecursionError) as exc:
+        raise _RefusalError(HTTPStatus.BAD_REQUEST, "the body is not JSON") from exc
     if not isinstance(document, dict):
-        raise _RefusalError(HTTPStatus.BAD_REQUEST, "request body must be a JSON object")
+        raise _RefusalError(HTTPStatus.BAD_REQUEST, "the body is not a JSON object")
     return document
 
 
-def _shards_of(document: dict[str, Any] | Exception) -> tuple[str, ...]:
+def _decode_capture(body: bytes, *, single: bool) -> _Request:
+    """The request body (gzip or plain) as a JSON object and its text, or capture's refusal."""
+    if len(body) > (CAPTURE_BODY_LIMIT if single else BATCH_BODY_LIMIT):
+        raise _RefusalError(
+            HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+            "Failed to buffer the request body: length limit exceeded",
+        )
+    data = _decompress(body)
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise _RefusalError(
+            HTTPStatus.BAD_REQUEST, "failed to decode request: invalid body encoding"
+        ) from exc
+    try:
+        document = json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        raise _RefusalError(HTTPStatus.BAD_REQUEST, f"failed to parse request: {exc}") from exc
+    if not isinstance(document, dict):
+        raise _RefusalError(
+            HTTPStatus.BAD_REQUEST, "failed to parse request: the body is not a JSON object"
+        )
+    return _Request(document, text)
+
+
+def _raw_batch(text: str) -> list[str]:
+    """The text of each element of the top-level ``batch`` array, exactly as sent.
+
+    ``text`` is known to be a JSON object; each member is stepped over with
+    :meth:`json.JSONDecoder.raw_decode`, nothing is re-serialised. A repeated
+    ``batch`` key counts last, as it does for :func:`json.loads`.
+    """
+    decoder = json.JSONDecoder()
+    position = _skip_space(text, 0) + 1  # past "{"
+    found: list[str] = []
+    position = _skip_space(text, position)
+    if text[position] == "}":
+        return found
+    while True:
+        key, position = decoder.raw_decode(text, position)
+        position = _skip_space(text, _skip_space(text, position) + 1)  # past ":"
+        if key == "batch" and text[position] == "[":
+            found, position = _raw_array(text, position, decoder)
+        else:
+            _, position = decoder.raw_decode(text, position)
+        position = _skip_space(text, position)
+        if text[position] == "}":
+            return found
+        position = _skip_space(text, position + 1)  # past ","
+
+
+def _raw_array(text: str, position: int, decoder: json.JSONDecoder) -> tuple[list[str], int]:
+    """The text of each element of the array starting at ``position``; and the end."""
+    items: list[str] = []
+    position = _skip_space(text, position + 1)  # past "["
+    if text[position] == "]":
+        return items, position + 1
+    while True:
+        _, end = decoder.raw_decode(text, position)
+        items.append(text[position:end])
+        position = _skip_space(text, end)
+        if text[position] == "]":
+            return items, position + 1
+        position = _skip_space(text, position + 1)  # past ","
+
+
+def _skip_space(text: str, position: int) -> int:
+    while text[position] in _JSON_WHITESPACE:
+        position += 1
+    return position
+
+
+def _shards_of(request: _Request | Exception) -> tuple[str, ...]:
     """Which shards' events a request carries (for the request log only)."""
-    batch = document.get("batch") if isinstance(document, dict) else None
+    batch = request.document.get("batch") if isinstance(request, _Request) else None
     shards = set()
     for event in batch if isinstance(batch, list) else ():
         properties = event.get("properties") if isinstance(event, dict) else None
@@ -236,22 +596,31 @@ def _shards_of(document: dict[str, Any] | Exception) -> tuple[str, ...]:
     return tuple(sorted(shards))
 
 
-def _validate(event: Any, rejected: set[str]) -> None:
+def _validate_event(event: Any, text: str, rejected: set[str]) -> None:
     if not isinstance(event, dict):
-        raise _RefusalError(HTTPStatus.BAD_REQUEST, "event is not an object")
+        raise _RefusalError(
+            HTTPStatus.BAD_REQUEST, "failed to parse request: an event is not an object"
+        )
     name = event.get("event")
     if not isinstance(name, str) or not name:
-        raise _RefusalError(HTTPStatus.BAD_REQUEST, "event is missing the event name")
-    distinct = event.get("distinct_id") or (event.get("properties") or {}).get("distinct_id")
+        raise _RefusalError(HTTPStatus.BAD_REQUEST, NO_EVENT_NAME)
+    properties = event.get("properties")
+    distinct = event.get("distinct_id")
+    if distinct is None and isinstance(properties, dict):
+        distinct = properties.get("distinct_id")
     if distinct in (None, ""):
-        raise _RefusalError(HTTPStatus.BAD_REQUEST, "event is missing distinct_id")
+        raise _RefusalError(HTTPStatus.BAD_REQUEST, NO_DISTINCT_ID)
     if "uuid" in event:
         try:
             uuid.UUID(str(event["uuid"]))
         except ValueError as exc:
-            raise _RefusalError(HTTPStatus.BAD_REQUEST, "invalid uuid") from exc
-    if len(json.dumps(event)) > EVENT_LIMIT:
-        raise _RefusalError(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, "event too big")
+            raise _RefusalError(
+                HTTPStatus.BAD_REQUEST, "failed to parse request: invalid uuid"
+            ) from exc
+    if len(text.encode()) > EVENT_LIMIT:
+        raise _RefusalError(
+            HTTPStatus.REQUEST_ENTITY_TOO_LARGE, "maximum event size exceeded: event too big"
+        )
     if name in rejected:
         raise _RefusalError(HTTPStatus.BAD_REQUEST, f"event {name!r} rejected (stand-in rule)")
 
@@ -277,7 +646,7 @@ def serve(*, port: int, api_key: str, record_file: Path | None = None) -> int:
     """Serve until interrupted (``python -m consumer standin``)."""
     server = make_server(port, api_key, record_file)
     log.info(
-        "PostHog capture stand-in on http://127.0.0.1:%d (project key %s...)",
+        "PostHog stand-in on http://127.0.0.1:%d (project key %s...)",
         server.server_port,
         api_key[:4],
     )

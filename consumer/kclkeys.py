@@ -1,0 +1,226 @@
+"""The keys the KCL multilang daemon reads from the properties file we share with it.
+
+The daemon skips a key it does not know without a word, so a misspelled
+``initialPositionInStream`` starts a new application at LATEST. ``consumer.config``
+therefore refuses every key that is neither ours nor in :data:`KCL_KEYS`.
+
+How KCL 3.1.3 reads the file (``MultiLangDaemonConfig``, ``KinesisClientLibConfigurator``):
+
+* ``executableName``, ``processingLanguage`` and ``maxActiveThreads`` are read directly;
+* every key then goes to ``BeanUtilsBean.setProperty(configuration, processKey(key), value)``,
+  which sets it only if ``MultiLangDaemonConfiguration`` has a writeable bean property of
+  exactly that name (case matters), and skips anything else. A dotted key reaches one
+  of the nested config beans (``pollingConfig.maxRecords``, ``fanoutConfig.consumerArn``);
+* ``processKey`` rewrites a key starting with ``awscredentialsprovider`` in any case to
+  ``awsCredentialsProvider...``, so the documented ``AwsCredentialsProvider`` works.
+
+Deliberately left out: the SDK builders' own properties (``kinesisClient.*``,
+``dynamoDbClient.*``, ``cloudWatchClient.*``, ``*CredentialsProvider.*``). They are open
+ended, and would let the daemon talk to other endpoints than the ones our start-up
+checks, dead-letter stream and leader watchdog use (``kinesisEndpoint``,
+``dynamoDBEndpoint``, ``regionName``).
+
+:data:`KCL_KEYS` is exact for the jars amazon-kclpy installs: ``tests/kcl_keys/ListKclKeys.java``
+lists them with the configurator's own BeanUtils introspection, and ``tests/test_config.py``
+fails when that list and this one differ. After upgrading amazon-kclpy, regenerate it with
+``java -cp '<amazon_kclpy>/jars/*' tests/kcl_keys/ListKclKeys.java``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Mapping
+
+from consumer.errors import ConfigError
+
+KCL_VERSION = "3.1.3"
+
+KCL_KEYS = frozenset(
+    {
+        "allowThroughputOvershoot",
+        "applicationName",
+        "awsCredentialsProvider",
+        "awsCredentialsProviderCloudWatch",
+        "awsCredentialsProviderDynamoDB",
+        "callProcessRecordsEvenForEmptyRecordList",
+        "cleanupLeasesUponShardCompletion",
+        "clientVersionConfig",
+        "coordinatorStateBillingMode",
+        "coordinatorStateDeletionProtectionEnabled",
+        "coordinatorStatePointInTimeRecoveryEnabled",
+        "coordinatorStateReadCapacity",
+        "coordinatorStateTableName",
+        "coordinatorStateTags",
+        "coordinatorStateWriteCapacity",
+        "dampeningPercentage",
+        "disableWorkerMetrics",
+        "dynamoDBEndpoint",
+        "enablePriorityLeaseAssignment",
+        "executableName",
+        "failoverTimeMillis",
+        "gracefulLeaseHandoffTimeoutMillis",
+        "idleTimeBetweenReadsInMillis",
+        "ignoreUnexpectedChildShards",
+        "inMemoryWorkerMetricsCaptureFrequencyMillis",
+        "initialLeaseTableReadCapacity",
+        "initialLeaseTableWriteCapacity",
+        "initialPositionInStream",
+        "initialPositionInStreamExtended",
+        "isGracefulLeaseHandoffEnabled",
+        "kinesisEndpoint",
+        "leaseAssignmentIntervalMillis",
+        "leaseTableDeletionProtectionEnabled",
+        "leaseTablePitrEnabled",
+        "listShardsBackoffTimeInMillis",
+        "logWarningForTaskAfterMillis",
+        "maxActiveThreads",
+        "maxGetRecordsThreadPool",
+        "maxLeaseRenewalThreads",
+        "maxLeasesForWorker",
+        "maxLeasesToStealAtOneTime",
+        "maxListShardsRetryAttempts",
+        "maxRecords",
+        "maxThroughputPerHostKBps",
+        "metricsBufferTimeMillis",
+        "metricsEnabledDimensions",
+        "metricsLevel",
+        "metricsMaxQueueSize",
+        "millisBehindLatestThresholdForReducedTps",
+        "noOfPersistedMetricsPerWorkerMetrics",
+        "parentShardPollIntervalMillis",
+        "processingLanguage",
+        "reBalanceThresholdPercentage",
+        "regionName",
+        "retrievalMode",
+        "retryGetRecordsInSeconds",
+        "schedulerInitializationBackoffTimeMillis",
+        "shardPrioritization",
+        "shardSyncIntervalMillis",
+        "shutdownGraceMillis",
+        "skipShardSyncAtWorkerInitializationIfLeasesExist",
+        "staleWorkerMetricsEntryCleanupDuration",
+        "streamArn",
+        "streamName",
+        "tableName",
+        "taskBackoffTimeMillis",
+        "timeoutInSeconds",
+        "validateSequenceNumberBeforeCheckpointing",
+        "varianceBalancingFrequency",
+        "workerId",
+        "workerIdentifier",
+        "workerMetricsBillingMode",
+        "workerMetricsDeletionProtectionEnabled",
+        "workerMetricsEMAAlpha",
+        "workerMetricsPointInTimeRecoveryEnabled",
+        "workerMetricsReadCapacity",
+        "workerMetricsReporterFreqInMillis",
+        "workerMetricsTableName",
+        "workerMetricsTags",
+        "workerMetricsWriteCapacity",
+        # Nested config beans (most have a flat alias above, written through Lombok @Delegate).
+        "coordinatorStateTableConfigBean.coordinatorStateBillingMode",
+        "coordinatorStateTableConfigBean.coordinatorStateDeletionProtectionEnabled",
+        "coordinatorStateTableConfigBean.coordinatorStatePointInTimeRecoveryEnabled",
+        "coordinatorStateTableConfigBean.coordinatorStateReadCapacity",
+        "coordinatorStateTableConfigBean.coordinatorStateTableName",
+        "coordinatorStateTableConfigBean.coordinatorStateTags",
+        "coordinatorStateTableConfigBean.coordinatorStateWriteCapacity",
+        "fanoutConfig.consumerArn",
+        "fanoutConfig.consumerName",
+        "fanoutConfig.maxDescribeStreamConsumerRetries",
+        "fanoutConfig.maxDescribeStreamSummaryRetries",
+        "fanoutConfig.registerStreamConsumerRetries",
+        "fanoutConfig.retryBackoffMillis",
+        "gracefulLeaseHandoffConfigBean.gracefulLeaseHandoffTimeoutMillis",
+        "gracefulLeaseHandoffConfigBean.isGracefulLeaseHandoffEnabled",
+        "pollingConfig.idleTimeBetweenReadsInMillis",
+        "pollingConfig.maxGetRecordsThreadPool",
+        "pollingConfig.maxRecords",
+        "pollingConfig.millisBehindLatestThresholdForReducedTps",
+        "pollingConfig.retryGetRecordsInSeconds",
+        "workerMetricStatsTableConfigBean.workerMetricsBillingMode",
+        "workerMetricStatsTableConfigBean.workerMetricsDeletionProtectionEnabled",
+        "workerMetricStatsTableConfigBean.workerMetricsPointInTimeRecoveryEnabled",
+        "workerMetricStatsTableConfigBean.workerMetricsReadCapacity",
+        "workerMetricStatsTableConfigBean.workerMetricsTableName",
+        "workerMetricStatsTableConfigBean.workerMetricsTags",
+        "workerMetricStatsTableConfigBean.workerMetricsWriteCapacity",
+        "workerUtilizationAwareAssignmentConfigBean.allowThroughputOvershoot",
+        "workerUtilizationAwareAssignmentConfigBean.dampeningPercentage",
+        "workerUtilizationAwareAssignmentConfigBean.disableWorkerMetrics",
+        "workerUtilizationAwareAssignmentConfigBean.inMemoryWorkerMetricsCaptureFrequencyMillis",
+        "workerUtilizationAwareAssignmentConfigBean.maxThroughputPerHostKBps",
+        "workerUtilizationAwareAssignmentConfigBean.noOfPersistedMetricsPerWorkerMetrics",
+        "workerUtilizationAwareAssignmentConfigBean.reBalanceThresholdPercentage",
+        "workerUtilizationAwareAssignmentConfigBean.staleWorkerMetricsEntryCleanupDuration",
+        "workerUtilizationAwareAssignmentConfigBean.varianceBalancingFrequency",
+        "workerUtilizationAwareAssignmentConfigBean.workerMetricsEMAAlpha",
+        "workerUtilizationAwareAssignmentConfigBean.workerMetricsReporterFreqInMillis",
+    }
+)
+
+# Keys written through another setter to one field of MultiLangDaemonConfiguration:
+# setWorkerId sets workerIdentifier; setInitialPositionInStream sets the extended position.
+_SAME_FIELD = {
+    "workerId": "workerIdentifier",
+    "initialPositionInStream": "initialPositionInStreamExtended",
+}
+# An unknown key named like a secret does not have its value shown either.
+_SECRET_WORDS = ("secret", "password", "token", "apikey", "api_key")
+_UNKNOWN = f"not a setting of kinesis-posthog or KCL {KCL_VERSION} (the daemon would ignore it)"
+_WHERE_LISTED = 'ours are listed in README "Configuration", the daemon\'s in consumer/kclkeys.py'
+_CREDENTIALS = re.compile("awscredentialsprovider", re.IGNORECASE | re.ASCII)
+
+
+def daemon_key(key: str) -> str:
+    """The property name the daemon looks up for ``key`` (``KinesisClientLibConfigurator.processKey``)."""
+    if _CREDENTIALS.match(key):
+        return _CREDENTIALS.sub("awsCredentialsProvider", key)
+    return key
+
+
+def daemon_property(key: str) -> str | None:
+    """What ``key`` sets in the daemon, aliases folded into one name; None if it ignores ``key``.
+
+    Two keys with the same answer set one value, and the daemon applies them in no fixed
+    order (a hash map's), so a file may hold only one of them.
+    """
+    name = daemon_key(key)
+    if name not in KCL_KEYS:
+        return None
+    flat = name.rpartition(".")[2]
+    name = flat if flat in KCL_KEYS else name
+    return _SAME_FIELD.get(name, name)
+
+
+def reject_unknown(
+    values: Mapping[str, str], ours: frozenset[str], secrets: frozenset[str]
+) -> None:
+    """Refuse a key that is neither in ``ours`` nor read by the daemon, or a second key for one setting.
+
+    Raises:
+        ConfigError: naming the key, with the closest known key as a suggestion; the value
+            is ``<redacted>`` when the key looks like one of ``secrets`` or like a secret.
+    """
+    setters: dict[str, str] = {}
+    for key, value in values.items():
+        if key in ours:
+            continue
+        target = daemon_property(key)
+        if target is None:
+            known = sorted(ours | KCL_KEYS)
+            guess = {name.lower(): name for name in known}.get(key.lower()) or next(
+                iter(difflib.get_close_matches(key, known, n=1)), None
+            )
+            secret = guess in secrets or any(word in key.lower() for word in _SECRET_WORDS)
+            hint = f"did you mean {guess}?" if guess else _WHERE_LISTED
+            raise ConfigError(key, "<redacted>" if secret else value, f"{_UNKNOWN}; {hint}")
+        if target in setters:
+            raise ConfigError(
+                key,
+                value,
+                f"one key per KCL setting, but {setters[target]} sets {target} too "
+                "(the daemon would apply the two in no fixed order)",
+            )
+        setters[target] = key

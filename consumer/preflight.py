@@ -1,0 +1,177 @@
+"""Start-up checks: can this worker reach what it needs, and does PostHog know its key?
+
+Run by ``run`` before the daemon starts, and by ``check`` for a person:
+
+* **Kinesis** (DescribeStreamSummary) and **DynamoDB** (ListTables): the daemon itself
+  retries an unreachable endpoint for about 100 s, then exits with status 0 as if it
+  had finished; a worker that can never read must instead fail at once, non-zero, with
+  one line naming the endpoint.
+* **The PostHog project key.** Capture's ``/batch/`` checks only the key's shape, so a
+  well-formed but wrong ``phc_`` key is answered 200 and its events are dropped later,
+  silently. The flags service looks the key up: ``POST /flags/?v=2`` answers 401 for a
+  key no project has (``/decide/?v=3`` on older self-hosted PostHog, which has no
+  ``/flags``). ``only_evaluate_survey_feature_flags=true`` keeps the call from being
+  billed as a flag request. PostHog unreachable here is only a warning for ``run``:
+  an outage must not stop a deploy, and delivery waits out outages anyway.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from consumer.config import Settings
+from consumer.errors import ConfigError, DeliveryError
+from consumer.sender import RequestsTransport, Response, Transport
+
+FLAGS_PATH = "/flags/?v=2&only_evaluate_survey_feature_flags=true"
+DECIDE_PATH = "/decide/?v=3"
+# Any distinct id will do: the call only has to reach the key lookup.
+PROBE_DISTINCT_ID = "kinesis-posthog-key-check"
+# A start-up check should not hold a deploy for the full delivery timeout.
+KEY_CHECK_TIMEOUT_SECONDS = 10.0
+# Statuses that mean "this server has no such endpoint": try the older one.
+_NO_ENDPOINT = frozenset({404, 405})
+_REFUSED = frozenset({401, 403})
+_REDIRECTS = range(300, 400)
+
+
+class ProbeError(Exception):
+    """A dependency cannot be reached or refused us; the message names the endpoint."""
+
+
+class KeyVerdict(enum.Enum):
+    """What PostHog said about the project key."""
+
+    KNOWN = "known"
+    UNKNOWN = "unknown"
+    UNVERIFIED = "unverified"  # PostHog could not be asked (down, timeout, 5xx)
+
+
+@dataclass(frozen=True, slots=True)
+class KeyCheck:
+    """The verdict and a one-line explanation for logs."""
+
+    verdict: KeyVerdict
+    detail: str
+
+
+def verify_key(
+    host: str,
+    api_key: str,
+    *,
+    timeout: float = KEY_CHECK_TIMEOUT_SECONDS,
+    transport: Transport | None = None,
+) -> KeyCheck:
+    """Ask PostHog whether ``api_key`` belongs to a project.
+
+    Raises :class:`ConfigError` when the answer shows ``posthogHost`` itself is wrong
+    (a redirect, or a 200 that is not PostHog's); those would fail every batch later.
+    """
+    post = transport or RequestsTransport()
+    body = json.dumps({"api_key": api_key, "distinct_id": PROBE_DISTINCT_ID}).encode()
+    headers = {"Content-Type": "application/json"}
+    for path in (FLAGS_PATH, DECIDE_PATH):
+        url = host + path
+        try:
+            answer = post(url, body, headers, timeout)
+        except DeliveryError as exc:
+            return KeyCheck(KeyVerdict.UNVERIFIED, f"{url}: {exc}")
+        if answer.status not in _NO_ENDPOINT:
+            return _judge(host, url, answer)
+    return KeyCheck(KeyVerdict.UNVERIFIED, f"{host} has neither /flags nor /decide (404/405)")
+
+
+def _judge(host: str, url: str, answer: Response) -> KeyCheck:
+    if answer.status in _REFUSED:
+        return KeyCheck(KeyVerdict.UNKNOWN, f"{url} answered {answer.status}: {_code(answer)}")
+    if answer.status in _REDIRECTS:
+        location = answer.headers.get("Location", "?")
+        raise ConfigError(
+            "posthogHost",
+            host,
+            f"PostHog's own base URL: it redirects to {location}; set posthogHost to where it points",
+        )
+    if answer.status == 200:
+        if not isinstance(_json(answer.text), dict):
+            raise ConfigError(
+                "posthogHost",
+                host,
+                "a PostHog host: it answered 200 with something that is not PostHog's JSON "
+                "(a web page or a proxy?)",
+            )
+        quota = " (the project is over its quota: events will be dropped)"
+        limited = "quotaLimited" in answer.text or "quota_limited" in answer.text
+        return KeyCheck(KeyVerdict.KNOWN, f"{url} knows the key{quota if limited else ''}")
+    return KeyCheck(KeyVerdict.UNVERIFIED, f"{url} answered {answer.status}")
+
+
+def _json(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError:
+        return None
+
+
+def _code(answer: Response) -> str:
+    document = _json(answer.text)
+    if isinstance(document, dict) and isinstance(document.get("code"), str):
+        return str(document["code"])
+    return "refused"
+
+
+def require_known_key(
+    settings: Settings, warn: Callable[[str], None], transport: Transport | None = None
+) -> None:
+    """Stop start-up (ConfigError) if PostHog does not know the key; warn if it cannot say."""
+    result = verify_key(
+        settings.posthog_host,
+        settings.api_key,
+        timeout=min(settings.timeout_seconds, KEY_CHECK_TIMEOUT_SECONDS),
+        transport=transport,
+    )
+    if result.verdict is KeyVerdict.UNKNOWN:
+        raise ConfigError(
+            "POSTHOG_API_KEY",
+            settings.api_key[:8] + "...",
+            f"the project API key of a project at {settings.posthog_host} ({result.detail}); "
+            "copy it from Project settings -> Project API key",
+        )
+    if result.verdict is KeyVerdict.UNVERIFIED:
+        warn(f"could not verify the PostHog project key ({result.detail}); starting anyway")
+
+
+def probe_kinesis(settings: Settings) -> str:
+    """Describe the stream; raise :class:`ProbeError` naming the endpoint if we cannot."""
+    from consumer.aws import client
+
+    kinesis = client(settings, "kinesis")
+    described = _call(
+        kinesis, "Kinesis", lambda: kinesis.describe_stream_summary(StreamName=settings.stream_name)
+    )["StreamDescriptionSummary"]
+    status, shards = described["StreamStatus"], described["OpenShardCount"]
+    return f"stream {settings.stream_name} is {status}, {shards} open shards"
+
+
+def probe_dynamodb(settings: Settings) -> str:
+    """List tables (the lease table may not exist yet); raise :class:`ProbeError` if we cannot."""
+    from consumer.aws import client
+
+    dynamodb = client(settings, "dynamodb")
+    tables = _call(dynamodb, "DynamoDB", lambda: dynamodb.list_tables(Limit=100))["TableNames"]
+    exists = settings.application_name in tables
+    state = "exists" if exists else "will be created by KCL on first start"
+    return f"lease table {settings.application_name} {state}"
+
+
+def _call(service: Any, name: str, call: Callable[[], Any]) -> Any:
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        return call()
+    except (BotoCoreError, ClientError) as exc:
+        endpoint = service.meta.endpoint_url
+        raise ProbeError(f"{name} at {endpoint}: {exc}") from exc
