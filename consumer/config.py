@@ -11,7 +11,6 @@ value and what is allowed, and is raised before any record is read.
 from __future__ import annotations
 
 import enum
-import ipaddress
 import os
 import re
 from collections.abc import Mapping
@@ -20,7 +19,7 @@ from pathlib import Path
 from typing import TypeVar
 from urllib.parse import urlsplit
 
-from consumer import kclkeys, paths
+from consumer import kclkeys, paths, urls
 from consumer.errors import ConfigError
 from consumer.propfile import read_properties
 
@@ -119,15 +118,9 @@ OUR_KEYS = frozenset(
     }
 )  # fmt: skip
 KCL_KEYS = kclkeys.KCL_KEYS
-_SECRET_KEYS = frozenset({"posthogApiKey", "awsSecretAccessKey"})
 # AWS's rule for stream names (CreateStream: StreamName).
 _STREAM_NAME = re.compile(r"[a-zA-Z0-9_.-]{1,128}")
 _STREAM_NAME_RULE = "a Kinesis stream name: 1 to 128 of a-z A-Z 0-9 _ . -"
-_HOST_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
-_URL_PATH = re.compile(r"(?:[A-Za-z0-9._~!$&'()*+,;=:@/-]|%[0-9A-Fa-f]{2})*")
-# A URL's host (a name, or an IPv6 address in brackets) and optional :port.
-_NETLOC = re.compile(r"(?:\[(?P<ipv6>[^\]]*)\]|(?P<name>[^:\[\]]*))(?::(?P<port>.*))?")
-_PORT = re.compile(r"[0-9]{1,5}")
 _PLAIN_HTTP = (
     "https:// (the project API key travels in every request body); http:// only to localhost, "
     "127.0.0.0/8 or ::1, or with posthogAllowHttp = true"
@@ -151,9 +144,12 @@ def load(properties_path: Path, environ: Mapping[str, str] | None = None) -> Set
 def apply_overrides(raw: Mapping[str, str], environ: Mapping[str, str]) -> dict[str, str]:
     """Return ``raw`` with ``KINESIS_POSTHOG_<key>``, ``POSTHOG_API_KEY`` and ``POSTHOG_HOST`` applied."""
     merged = dict(raw)
+    # Environment names are often upper case: KINESIS_POSTHOG_STREAMNAME sets streamName.
+    by_lower = {key.lower(): key for key in OUR_KEYS | KCL_KEYS}
     for name, value in environ.items():
         if name.startswith(ENV_PREFIX) and name not in (ENV_PREFIX, PROPERTIES_ENV):
-            merged[name[len(ENV_PREFIX) :]] = value
+            key = name[len(ENV_PREFIX) :]
+            merged[key if key in by_lower.values() else by_lower.get(key.lower(), key)] = value
     if environ.get(HOST_ENV):
         merged["posthogHost"] = environ[HOST_ENV]
     if environ.get(API_KEY_ENV):
@@ -164,7 +160,8 @@ def apply_overrides(raw: Mapping[str, str], environ: Mapping[str, str]) -> dict[
 def from_mapping(raw: Mapping[str, str]) -> Settings:
     """Validate already-merged key/value pairs into :class:`Settings`."""
     values = {key: value.strip() for key, value in raw.items()}
-    kclkeys.reject_unknown(values, OUR_KEYS, _SECRET_KEYS)
+    kclkeys.reject_unknown(values, OUR_KEYS)
+    kclkeys.check_values(values)
     reader = _Reader(values)
     stream_name = _stream_name(values)
     allow_http = reader.boolean("posthogAllowHttp")
@@ -191,16 +188,16 @@ def from_mapping(raw: Mapping[str, str]) -> Settings:
         posthog_allow_http=allow_http,
         api_key=_api_key(values),
         timeout_seconds=reader.number("posthogTimeoutSeconds", DEFAULT_TIMEOUT_SECONDS, 0.1, 600.0),
-        batch_max_events=int(reader.number("batchMaxEvents", DEFAULT_BATCH_MAX_EVENTS, 1, 100_000)),
-        batch_max_bytes=int(
-            reader.number("batchMaxBytes", DEFAULT_BATCH_MAX_BYTES, 1024, POSTHOG_BODY_LIMIT_BYTES)
+        batch_max_events=reader.integer("batchMaxEvents", DEFAULT_BATCH_MAX_EVENTS, 1, 100_000),
+        batch_max_bytes=reader.integer(
+            "batchMaxBytes", DEFAULT_BATCH_MAX_BYTES, 1024, POSTHOG_BODY_LIMIT_BYTES
         ),
         dead_letter=_dead_letter(values.get("deadLetter", ""), stream_name),
         checkpoint_interval_seconds=reader.number(
             "checkpointIntervalSeconds", DEFAULT_CHECKPOINT_SECONDS, 0.0, 3600.0
         ),
-        checkpoint_interval_records=int(
-            reader.number("checkpointIntervalRecords", DEFAULT_CHECKPOINT_RECORDS, 1, 10_000_000)
+        checkpoint_interval_records=reader.integer(
+            "checkpointIntervalRecords", DEFAULT_CHECKPOINT_RECORDS, 1, 10_000_000
         ),
         leader_lock_stale_seconds=(
             reader.number("leaderLockStaleSeconds", 0.0, 31.0, 3600.0)
@@ -304,6 +301,14 @@ class _Reader:
             raise ConfigError(key, text, f"a number from {low:g} to {high:g}")
         return value
 
+    def integer(self, key: str, default: int, low: int, high: int) -> int:
+        text = self._values.get(key, "")
+        if not text:
+            return default
+        if not text.isdecimal() or not low <= int(text) <= high:
+            raise ConfigError(key, text, f"a whole number from {low} to {high}")
+        return int(text)
+
     def choice(self, key: str, kind: type[_E], default: _E) -> _E:
         text = self._values.get(key, "")
         if not text:
@@ -317,56 +322,16 @@ class _Reader:
         text = self._values.get(key, "")
         if not text:
             return None
-        problem = _url_problem(text, path_ok=path_ok)
+        problem = urls.problem(text, path_ok=path_ok)
         if problem:
-            raise ConfigError(key, text, problem)
+            raise ConfigError(key, urls.without_userinfo(text), problem)
         return text
-
-
-def _url_problem(text: str, *, path_ok: bool) -> str | None:  # noqa: PLR0911 - one per rule
-    """What is wrong with ``text`` as an http(s) base URL; None if nothing."""
-    try:
-        parts = urlsplit(text)
-    except ValueError as exc:  # an unclosed [IPv6 bracket, ...
-        return f"a well-formed http:// or https:// URL ({exc})"
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        return "an http:// or https:// URL with a host"
-    if "@" in parts.netloc or "?" in text or "#" in text or not text.isprintable():
-        return "a URL without user:password@, ?query, #fragment or control characters"
-    netloc = _NETLOC.fullmatch(parts.netloc)
-    if netloc is None or not _valid_host(netloc["name"] or "", netloc["ipv6"]):
-        return "a valid host: a DNS name (letters, digits, '-' between dots), IPv4 or [IPv6]"
-    port = netloc["port"]
-    if port is not None and not (_PORT.fullmatch(port) and 1 <= int(port) <= 65535):
-        return "a port from 1 to 65535"
-    if path_ok:
-        return None if _URL_PATH.fullmatch(parts.path) else "a path of URL characters, %-escaped"
-    return None if parts.path in ("", "/") else "no path: scheme://host[:port]"
-
-
-def _valid_host(name: str, ipv6: str | None) -> bool:
-    labels = name.split(".")
-    try:
-        if ipv6 is not None:
-            ipaddress.IPv6Address(ipv6)  # raises if it is not one
-            return "%" not in ipv6  # no zone ids
-        if all(label.isdigit() for label in labels):  # then it must be IPv4 (not 999.1.1.1)
-            ipaddress.IPv4Address(name)
-            return True
-    except ValueError:
-        return False
-    return len(name) <= 253 and all(_HOST_LABEL.fullmatch(label) for label in labels)
 
 
 def _posthog_host(reader: _Reader, *, allow_http: bool) -> str:
     text = reader.url("posthogHost", path_ok=True) or DEFAULT_POSTHOG_HOST
     parts = urlsplit(text)
-    host = parts.hostname or ""  # lower case, without [ ]
-    try:
-        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        loopback = False
-    if parts.scheme == "http" and not loopback and not allow_http:
+    if parts.scheme == "http" and not urls.is_loopback(parts.hostname or "") and not allow_http:
         raise ConfigError("posthogHost", text, _PLAIN_HTTP)
     return text.rstrip("/")
 
@@ -394,7 +359,9 @@ def _api_key(values: Mapping[str, str]) -> str:
         raise ConfigError(API_KEY_ENV, "", allowed)
     if key.startswith("phx_"):
         # Personal API keys are refused by capture with a 401; say so now, not at the first batch.
-        raise ConfigError(API_KEY_ENV, "phx_...", "a project API key (phc_...), not a personal key")
+        raise ConfigError(
+            API_KEY_ENV, "phx_<redacted>", "a project API key (phc_...), not a personal key"
+        )
     return key
 
 

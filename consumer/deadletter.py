@@ -12,19 +12,14 @@ An entry is one JSON object (:meth:`DeadLetter.to_json`): ``reason``, ``detail``
 cut to :data:`DETAIL_MAX_CHARS` characters (a PostHog answer or a parser message can be
 any length), so no detail makes an entry large.
 
-:class:`FileSink` appends JSON lines, each line handed to the kernel in one ``write``
-on an ``O_APPEND`` descriptor, then fsyncs the file (and, the first time it sees that
-file, its directory, so that the file itself survives a crash). What is promised
-to processes sharing the file: on Linux local file systems (ext4, xfs, tmpfs) a
-``write`` to a regular file runs under the inode lock, so lines written in one call do
-not interleave whatever their size; POSIX promises nothing for regular files (the
-``PIPE_BUF`` atomicity is for pipes) and NFS does not make ``O_APPEND`` atomic. If the
-kernel takes only part of a line (disk nearly full, a fatal signal), the rest follows at
-once in further writes, and another process's line may then land between the parts. A
-file whose last line was left unfinished (a crash, a full disk) gets a newline before
-our next line, so a torn line never swallows a whole one (the file is opened read-write
-to see its last byte). Good on a laptop or an EC2
-volume; on ECS the file dies with the task.
+:class:`FileSink` appends JSON lines on an ``O_APPEND`` descriptor under an exclusive
+``flock`` (every shard process of a worker shares the file), finishing a line the kernel
+took only part of, then fsyncs the file (and, the first time it sees that file, its
+directory, so that the file itself survives a crash). So lines from processes sharing
+the file never interleave (``flock`` is advisory and local: not on NFS). A file whose
+last line was left unfinished (a crash, a full disk) gets a newline before our next
+line, so a torn line never swallows a whole one (the file is opened read-write to see
+its last byte). Good on a laptop or an EC2 volume; on ECS the file dies with the task.
 
 :class:`KinesisSink` puts the entries into another Kinesis stream (durable, replayable
 with the same tools, and served by the local emulator too), within every PutRecords
@@ -54,6 +49,7 @@ from __future__ import annotations
 
 import base64
 import collections
+import fcntl
 import gzip
 import hashlib
 import json
@@ -156,6 +152,10 @@ class DeadLetterSink(Protocol):
         ...
 
 
+# Owner and group read the dead letters; they hold records' data.
+DEAD_LETTER_FILE_MODE = 0o640
+
+
 class FileSink:
     """Appends JSON lines to a local file (see the module docstring for what is promised)."""
 
@@ -173,8 +173,11 @@ class FileSink:
             return
         try:
             changed_dirs = _make_dirs(self.path.parent)
-            fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o640)
+            fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, DEAD_LETTER_FILE_MODE)
             try:
+                # Every shard process of a worker appends to the same file: the lock keeps
+                # one process's lines whole even when the kernel writes part of one.
+                fcntl.flock(fd, fcntl.LOCK_EX)
                 separator = b"" if _ends_a_line(fd) else b"\n"
                 for entry in entries:
                     _write_all(fd, separator + (entry.to_json() + "\n").encode("utf-8"), self.path)

@@ -166,8 +166,6 @@ _SAME_FIELD = {
     "workerId": "workerIdentifier",
     "initialPositionInStream": "initialPositionInStreamExtended",
 }
-# An unknown key named like a secret does not have its value shown either.
-_SECRET_WORDS = ("secret", "password", "token", "apikey", "api_key")
 _UNKNOWN = f"not a setting of kinesis-posthog or KCL {KCL_VERSION} (the daemon would ignore it)"
 _WHERE_LISTED = 'ours are listed in README "Configuration", the daemon\'s in consumer/kclkeys.py'
 _CREDENTIALS = re.compile("awscredentialsprovider", re.IGNORECASE | re.ASCII)
@@ -194,14 +192,12 @@ def daemon_property(key: str) -> str | None:
     return _SAME_FIELD.get(name, name)
 
 
-def reject_unknown(
-    values: Mapping[str, str], ours: frozenset[str], secrets: frozenset[str]
-) -> None:
+def reject_unknown(values: Mapping[str, str], ours: frozenset[str]) -> None:
     """Refuse a key that is neither in ``ours`` nor read by the daemon, or a second key for one setting.
 
     Raises:
         ConfigError: naming the key, with the closest known key as a suggestion; the value
-            is ``<redacted>`` when the key looks like one of ``secrets`` or like a secret.
+            is never shown (an unknown key may hold a secret under another name).
     """
     setters: dict[str, str] = {}
     for key, value in values.items():
@@ -213,9 +209,9 @@ def reject_unknown(
             guess = {name.lower(): name for name in known}.get(key.lower()) or next(
                 iter(difflib.get_close_matches(key, known, n=1)), None
             )
-            secret = guess in secrets or any(word in key.lower() for word in _SECRET_WORDS)
+            # An unknown key's value is never shown: it may be a secret by another name.
             hint = f"did you mean {guess}?" if guess else _WHERE_LISTED
-            raise ConfigError(key, "<redacted>" if secret else value, f"{_UNKNOWN}; {hint}")
+            raise ConfigError(key, "<not shown>", f"{_UNKNOWN}; {hint}")
         if target in setters:
             raise ConfigError(
                 key,
@@ -224,3 +220,31 @@ def reject_unknown(
                 "(the daemon would apply the two in no fixed order)",
             )
         setters[target] = key
+
+
+# Values the daemon parses into enums (Enum.valueOf: exact, upper case); anything else
+# fails inside the daemon with a Java stack trace instead of our one line.
+KCL_CHOICES = {
+    "initialPositionInStream": ("TRIM_HORIZON", "LATEST", "AT_TIMESTAMP"),
+    "retrievalMode": ("POLLING", "FANOUT", "DEFAULT"),
+    "metricsLevel": ("NONE", "SUMMARY", "DETAILED"),
+}
+# AWS SDK v1 provider names (DefaultAWSCredentialsProviderChain, ...) silently build an
+# empty chain in KCL 3 (SDK v2): the worker would start and fail on its first AWS call.
+_SDK_V1_PROVIDER = re.compile(r"AWSCredentialsProvider|ProviderChain$")
+
+
+def check_values(values: Mapping[str, str]) -> None:
+    """Refuse values of daemon keys that the daemon cannot parse or would misread."""
+    for key, choices in KCL_CHOICES.items():
+        value = values.get(key)
+        if value and value not in choices:
+            raise ConfigError(key, value, "one of " + ", ".join(choices))
+    for key, value in values.items():
+        if daemon_key(key) == "awsCredentialsProvider" and _SDK_V1_PROVIDER.search(value):
+            raise ConfigError(
+                key,
+                value,
+                "an AWS SDK v2 provider name such as DefaultCredentialsProvider (SDK v1 names "
+                "build an empty credentials chain in KCL 3)",
+            )

@@ -62,13 +62,18 @@ class Launch(NamedTuple):
 def prepare(properties_path: Path, environ: Mapping[str, str], workdir: Path) -> Launch:
     """Validate everything and return the daemon's argv and environment."""
     settings = config.load(properties_path, environ)
-    merged = config.apply_overrides(read_properties(properties_path), environ)
+    # Stripped as the settings were validated: Java keeps trailing blanks in a value, and
+    # the daemon would otherwise read "events " where we checked "events".
+    raw = config.apply_overrides(read_properties(properties_path), environ)
+    merged = {key: value.strip() for key, value in raw.items()}
+    # The daemon fails on two keys that set one property (AwsCredentialsProvider and
+    # awsCredentialsProvider), so a default is added only when no spelling is present.
     already = {kclkeys.daemon_property(key) for key in merged}
-    for key, value in KCL_DEFAULTS.items():
-        # The daemon fails on two keys that set one property (AwsCredentialsProvider and
-        # awsCredentialsProvider), so a default is added only when no spelling is present.
-        if kclkeys.daemon_property(key) not in already:
-            merged[key] = value
+    merged.update(
+        (key, value)
+        for key, value in KCL_DEFAULTS.items()
+        if kclkeys.daemon_property(key) not in already
+    )
     merged.setdefault("executableName", f"{sys.executable} -m consumer")
     if not merged.get("executableName", "").strip():
         raise ConfigError("executableName", "", "the command that starts a shard process")
@@ -110,14 +115,18 @@ def start_leader_watchdog(env: Mapping[str, str]) -> subprocess.Popen[bytes]:
 def run(properties_path: Path) -> int:
     """Validate, check the dependencies, then replace this process with the daemon.
 
-    Never returns on success. Kinesis or DynamoDB unreachable: one line naming the
-    endpoint and exit 69, instead of the daemon's ~100 s of retries and an exit 0.
+    Never returns on success. Kinesis, DynamoDB or the dead-letter destination
+    unreachable: one line naming it and exit 69, instead of the daemon's ~100 s of retries and an exit 0.
     A key PostHog does not know raises :class:`ConfigError` (exit 78).
     """
     workdir = Path(tempfile.mkdtemp(prefix="kinesis-posthog-"))
     argv, env, settings = prepare(properties_path, os.environ, workdir)
     try:
-        for probe in (preflight.probe_kinesis, preflight.probe_dynamodb):
+        for probe in (
+            preflight.probe_kinesis,
+            preflight.probe_dynamodb,
+            preflight.probe_dead_letter,
+        ):
             log.info("%s", probe(settings))
     except preflight.ProbeError as exc:
         log.critical("cannot start: %s", exc)

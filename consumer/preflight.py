@@ -19,11 +19,14 @@ from __future__ import annotations
 
 import enum
 import json
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import Any, Literal
 
-from consumer.config import Settings
+from consumer.config import DeadLetterKind, Settings
+from consumer.deadletter import DEAD_LETTER_FILE_MODE
 from consumer.errors import ConfigError, DeliveryError
 from consumer.sender import RequestsTransport, Response, Transport
 
@@ -37,6 +40,11 @@ KEY_CHECK_TIMEOUT_SECONDS = 10.0
 _NO_ENDPOINT = frozenset({404, 405})
 _REFUSED = frozenset({401, 403})
 _REDIRECTS = range(300, 400)
+# What the flags service answers when it looked the key up and found no project
+# (rust/feature-flags/src/api/errors.rs; /decide: posthog/api/decide.py). A 401/403
+# without one of these (a proxy, a WAF page) says nothing about the key.
+UNKNOWN_KEY_CODES = frozenset({"authentication_failed", "invalid_api_key"})
+UNKNOWN_KEY_TEXTS = ("API key is invalid", "Project API key invalid")
 
 
 class ProbeError(Exception):
@@ -53,10 +61,11 @@ class KeyVerdict(enum.Enum):
 
 @dataclass(frozen=True, slots=True)
 class KeyCheck:
-    """The verdict and a one-line explanation for logs."""
+    """The verdict, a one-line explanation for logs, and any quota PostHog says is exceeded."""
 
     verdict: KeyVerdict
     detail: str
+    quota_limited: tuple[str, ...] = ()
 
 
 def verify_key(
@@ -87,7 +96,13 @@ def verify_key(
 
 def _judge(host: str, url: str, answer: Response) -> KeyCheck:
     if answer.status in _REFUSED:
-        return KeyCheck(KeyVerdict.UNKNOWN, f"{url} answered {answer.status}: {_code(answer)}")
+        code = _code(answer)
+        if code in UNKNOWN_KEY_CODES or any(text in answer.text for text in UNKNOWN_KEY_TEXTS):
+            return KeyCheck(KeyVerdict.UNKNOWN, f"{url} answered {answer.status}: {code}")
+        return KeyCheck(
+            KeyVerdict.UNVERIFIED,
+            f"{url} answered {answer.status} without PostHog's unknown-key code (a proxy?)",
+        )
     if answer.status in _REDIRECTS:
         location = answer.headers.get("Location", "?")
         raise ConfigError(
@@ -96,16 +111,17 @@ def _judge(host: str, url: str, answer: Response) -> KeyCheck:
             f"PostHog's own base URL: it redirects to {location}; set posthogHost to where it points",
         )
     if answer.status == 200:
-        if not isinstance(_json(answer.text), dict):
+        document = _json(answer.text)
+        if not isinstance(document, dict):
             raise ConfigError(
                 "posthogHost",
                 host,
                 "a PostHog host: it answered 200 with something that is not PostHog's JSON "
                 "(a web page or a proxy?)",
             )
-        quota = " (the project is over its quota: events will be dropped)"
-        limited = "quotaLimited" in answer.text or "quota_limited" in answer.text
-        return KeyCheck(KeyVerdict.KNOWN, f"{url} knows the key{quota if limited else ''}")
+        limited = document.get("quotaLimited") or document.get("quota_limited") or []
+        quotas = tuple(str(name) for name in limited) if isinstance(limited, list) else ()
+        return KeyCheck(KeyVerdict.KNOWN, f"{url} knows the key", quotas)
     return KeyCheck(KeyVerdict.UNVERIFIED, f"{url} answered {answer.status}")
 
 
@@ -136,21 +152,25 @@ def require_known_key(
     if result.verdict is KeyVerdict.UNKNOWN:
         raise ConfigError(
             "POSTHOG_API_KEY",
-            settings.api_key[:8] + "...",
+            "<redacted>",
             f"the project API key of a project at {settings.posthog_host} ({result.detail}); "
             "copy it from Project settings -> Project API key",
         )
     if result.verdict is KeyVerdict.UNVERIFIED:
         warn(f"could not verify the PostHog project key ({result.detail}); starting anyway")
+    if result.quota_limited:
+        warn(
+            f"PostHog reports this project over its quota for {', '.join(result.quota_limited)}; "
+            "PostHog drops what is over its quota, and /batch/ still answers 200"
+        )
 
 
 def probe_kinesis(settings: Settings) -> str:
     """Describe the stream; raise :class:`ProbeError` naming the endpoint if we cannot."""
-    from consumer.aws import client
-
-    kinesis = client(settings, "kinesis")
     described = _call(
-        kinesis, "Kinesis", lambda: kinesis.describe_stream_summary(StreamName=settings.stream_name)
+        settings,
+        "kinesis",
+        lambda kinesis: kinesis.describe_stream_summary(StreamName=settings.stream_name),
     )["StreamDescriptionSummary"]
     status, shards = described["StreamStatus"], described["OpenShardCount"]
     return f"stream {settings.stream_name} is {status}, {shards} open shards"
@@ -158,20 +178,46 @@ def probe_kinesis(settings: Settings) -> str:
 
 def probe_dynamodb(settings: Settings) -> str:
     """List tables (the lease table may not exist yet); raise :class:`ProbeError` if we cannot."""
-    from consumer.aws import client
-
-    dynamodb = client(settings, "dynamodb")
-    tables = _call(dynamodb, "DynamoDB", lambda: dynamodb.list_tables(Limit=100))["TableNames"]
-    exists = settings.application_name in tables
+    tables = _call(settings, "dynamodb", lambda dynamodb: dynamodb.list_tables(Limit=100))
+    exists = settings.application_name in tables["TableNames"]
     state = "exists" if exists else "will be created by KCL on first start"
     return f"lease table {settings.application_name} {state}"
 
 
-def _call(service: Any, name: str, call: Callable[[], Any]) -> Any:
+def probe_dead_letter(settings: Settings) -> str:
+    """Check the dead-letter destination can take writes; raise :class:`ProbeError` if not.
+
+    A worker whose sink is missing would start, then wait on its first bad record forever.
+    """
+    target = settings.dead_letter
+    if target.kind is DeadLetterKind.KINESIS:
+        described = _call(
+            settings,
+            "kinesis",
+            lambda kinesis: kinesis.describe_stream_summary(StreamName=target.location),
+        )["StreamDescriptionSummary"]
+        return f"dead-letter stream {target.location} is {described['StreamStatus']}"
+    path = Path(target.location)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        os.close(os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, DEAD_LETTER_FILE_MODE))
+    except OSError as exc:
+        raise ProbeError(f"deadLetter file {path}: {exc.strerror}") from exc
+    return f"dead-letter file {path} is writable"
+
+
+def _call(
+    settings: Settings, service: Literal["kinesis", "dynamodb"], call: Callable[[Any], Any]
+) -> Any:
     from botocore.exceptions import BotoCoreError, ClientError
 
+    from consumer.aws import client
+
+    name = {"kinesis": "Kinesis", "dynamodb": "DynamoDB"}[service]
+    endpoint = settings.kinesis_endpoint if service == "kinesis" else settings.dynamodb_endpoint
     try:
-        return call()
+        aws = client(settings, service)  # inside: a missing region raises here
+        endpoint = aws.meta.endpoint_url
+        return call(aws)
     except (BotoCoreError, ClientError) as exc:
-        endpoint = service.meta.endpoint_url
-        raise ProbeError(f"{name} at {endpoint}: {exc}") from exc
+        raise ProbeError(f"{name} at {endpoint or 'the AWS default endpoint'}: {exc}") from exc

@@ -76,6 +76,7 @@ def check(properties: Path, *, out: TextIO | None = None) -> int:
     probes: list[tuple[str, Callable[[], str]]] = [
         ("kinesis", lambda: preflight.probe_kinesis(settings)),
         ("dynamodb", lambda: preflight.probe_dynamodb(settings)),
+        ("dead-letter", lambda: preflight.probe_dead_letter(settings)),
         ("posthog", lambda: _probe_posthog(settings)),
     ]
     failed = 0

@@ -114,3 +114,11 @@ def test_local_default_delivers() -> None:
     assert result.returncode == 0, result.stderr[-3000:]
     assert "accepted 30 of 30 events" in result.stderr
     assert '"event": ' in result.stderr  # the sample event is shown
+
+
+def test_readme_lists_every_exit_status() -> None:
+    """The README's exit-status table holds exactly the statuses of consumer/exits.py."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    table = readme.split("Exit statuses, one enum", 1)[1].split("\n\n", 2)[1]
+    listed = {int(row.split("|")[1]) for row in table.splitlines() if row[:3].strip("| ").isdigit()}
+    assert listed == {int(status) for status in ExitStatus}

@@ -188,7 +188,7 @@ class TestInvalid:
             (
                 {"posthogApiKey": "phx_personal"},
                 "POSTHOG_API_KEY",
-                "phx_...",
+                "phx_<redacted>",
                 "not a personal key",
             ),  # wrong kind of key, shown by its kind only
             (
@@ -261,9 +261,28 @@ class TestInvalid:
                 {"batchMaxBytes": "30000000"},
                 "batchMaxBytes",
                 "30000000",
-                "to 2e+07",
+                "to 20000000",
             ),  # over PostHog's 20 MB
-            ({"batchMaxEvents": "lots"}, "batchMaxEvents", "lots", "a number"),  # not a number
+            (
+                {"batchMaxEvents": "lots"},
+                "batchMaxEvents",
+                "lots",
+                "a whole number",
+            ),  # not a number
+            ({"batchMaxEvents": "1.5"}, "batchMaxEvents", "1.5", "a whole number"),  # not whole
+            (
+                {"initialPositionInStream": "TRIM_HORIZN"},
+                "initialPositionInStream",
+                "TRIM_HORIZN",
+                "one of TRIM_HORIZON, LATEST, AT_TIMESTAMP",
+            ),  # the daemon would fail on it with a Java stack trace
+            ({"retrievalMode": "POLLNG"}, "retrievalMode", "POLLNG", "POLLING"),  # likewise
+            (
+                {"AwsCredentialsProvider": "DefaultAWSCredentialsProviderChain"},
+                "AwsCredentialsProvider",
+                "DefaultAWSCredentialsProviderChain",
+                "SDK v2 provider name",
+            ),  # an SDK v1 name builds an empty chain in KCL 3
             ({"applicationName": None}, "applicationName", "", "required"),  # KCL needs it too
             ({"awsAccessKeyId": "AKID"}, "awsSecretAccessKey", "", "both"),  # half a key pair
         ],
@@ -334,9 +353,10 @@ class TestInvalid:
         key: str,
         allowed: str,
     ) -> None:
-        """A key neither ours nor the daemon's stops start-up: the daemon would ignore it."""
-        assert_rejected(make_settings, overrides, key, overrides[key], "not a setting")
-        assert_rejected(make_settings, overrides, key, overrides[key], allowed)
+        """A key neither ours nor the daemon's stops start-up: the daemon would ignore it.
+        Its value is never shown: an unknown key may hold a secret under another name."""
+        assert_rejected(make_settings, overrides, key, "<not shown>", "not a setting")
+        assert_rejected(make_settings, overrides, key, "<not shown>", allowed)
 
     @pytest.mark.parametrize(
         ("overrides", "key", "allowed"),
@@ -403,8 +423,13 @@ class TestInvalid:
     def test_bad_urls(
         self, make_settings: SettingsFactory, key: str, url: str, allowed: str
     ) -> None:
-        """Every URL setting is parsed strictly, and no parse error escapes as a traceback."""
-        assert_rejected(make_settings, {key: url}, key, url, allowed)
+        """Every URL setting is parsed strictly, and no parse error escapes as a traceback;
+        a user:password in the URL is never shown."""
+        shown = url.replace("user:pw@", "<redacted>@")
+        assert_rejected(make_settings, {key: url}, key, shown, allowed)
+        with pytest.raises(ConfigError) as caught:
+            make_settings(**{key: url})
+        assert ":pw@" not in str(caught.value)
 
     @pytest.mark.parametrize(
         ("overrides", "key", "value", "allowed"),
@@ -556,7 +581,14 @@ class TestInvalid:
         self, make_settings: SettingsFactory, key: str, secret: str
     ) -> None:
         """A misspelled or unknown secret is reported without its value."""
-        assert_rejected(make_settings, {key: secret}, key, "<redacted>", "not a setting")
+        assert_rejected(make_settings, {key: secret}, key, "<not shown>", "not a setting")
+
+    def test_upper_case_environment_names_find_their_key(self, tmp_path: Path) -> None:
+        """KINESIS_POSTHOG_STREAMNAME sets streamName: environment names are often upper case."""
+        path = tmp_path / "app.properties"
+        path.write_text("\n".join(f"{k} = {v}" for k, v in BASE_PROPERTIES.items()))
+        settings = config.load(path, {"KINESIS_POSTHOG_STREAMNAME": "prod-events"})
+        assert settings.stream_name == "prod-events"
 
     def test_unknown_key_from_the_environment(self, tmp_path: Path) -> None:
         """KINESIS_POSTHOG_<key> is checked like a key in the file."""
@@ -565,7 +597,7 @@ class TestInvalid:
         with pytest.raises(ConfigError) as caught:
             config.load(path, {"KINESIS_POSTHOG_regonName": "eu-west-1"})
         assert str(caught.value) == (
-            "invalid configuration regonName = 'eu-west-1': not a setting of kinesis-posthog "
+            "invalid configuration regonName = '<not shown>': not a setting of kinesis-posthog "
             "or KCL 3.1.3 (the daemon would ignore it); did you mean regionName?"
         )
 

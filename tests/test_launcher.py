@@ -37,3 +37,17 @@ def test_prepare(tmp_path: Path) -> None:
     assert DAEMON_CLASS in argv
     assert argv[argv.index("--properties-file") + 1] == str(effective)
     assert settings.stream_name == "prod"
+
+
+def test_the_daemon_reads_the_values_we_checked(tmp_path: Path) -> None:
+    """Trailing blanks are stripped in the daemon's copy, as they were for validation
+    (Java keeps them: "TRIM_HORIZON " is no enum constant, "events " no stream)."""
+    source = tmp_path / "app.properties"
+    values = {**BASE_PROPERTIES, "initialPositionInStream": "TRIM_HORIZON"}
+    source.write_text("\n".join(f"{k} = {v}  " for k, v in values.items()))
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    _, env, _ = prepare(source, {"PATH": "/usr/bin:/bin"}, workdir)
+    written = read_properties(Path(env[PROPERTIES_ENV]))
+    assert written["streamName"] == "events"
+    assert written["initialPositionInStream"] == "TRIM_HORIZON"

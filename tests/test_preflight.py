@@ -134,9 +134,8 @@ def test_against_the_standin_over_http(standin_url: str, key: str, verdict: KeyV
     assert verify_key(standin_url, key).verdict is verdict
 
 
-def test_probes_name_the_endpoint(make_settings: SettingsFactory, tmp_path: Path) -> None:
+def test_probes_name_the_endpoint(make_settings: SettingsFactory) -> None:
     """Kinesis and DynamoDB unreachable: each message names the endpoint it could not reach."""
-    del tmp_path
     dead = "http://127.0.0.1:9"
     settings = make_settings(kinesisEndpoint=dead, dynamoDBEndpoint=dead)
     for probe, name in (
@@ -145,3 +144,76 @@ def test_probes_name_the_endpoint(make_settings: SettingsFactory, tmp_path: Path
     ):
         with pytest.raises(preflight.ProbeError, match=f"{name} at {dead}"):
             probe(settings)
+
+
+@pytest.mark.parametrize(
+    "response",
+    [
+        answer(403, "<html>Access denied by the firewall</html>"),  # a WAF page
+        answer(401, "Proxy authentication required"),  # a proxy asking for its own login
+        answer(401, '{"code": "not_authenticated"}'),  # the flags service got no key at all
+    ],
+)
+def test_a_refusal_that_is_not_about_the_key_is_unverified(response: Response) -> None:
+    """Only the flags service's own unknown-key answer condemns the key."""
+    fake = FakePostHog({"/flags/": response})
+    assert verify_key(HOST, "phc_k", transport=fake).verdict is KeyVerdict.UNVERIFIED
+
+
+def test_a_quota_limited_project_is_warned_about(make_settings: SettingsFactory) -> None:
+    """/flags says the project is over a quota: the start-up log says so, and it starts."""
+    warnings: list[str] = []
+    body = '{"flags": {}, "quotaLimited": ["feature_flags"]}'
+    fake = FakePostHog({"/flags/": answer(200, body)})
+    preflight.require_known_key(make_settings(posthogHost=HOST), warnings.append, transport=fake)
+    assert len(warnings) == 1
+    assert "feature_flags" in warnings[0]
+
+
+def test_a_short_key_is_never_echoed(make_settings: SettingsFactory) -> None:
+    """Not even a prefix of the key appears in the error."""
+    settings = make_settings(posthogApiKey="hunter22", posthogHost=HOST)
+    fake = FakePostHog({"/flags/": answer(401, '{"code": "authentication_failed"}')})
+    with pytest.raises(ConfigError) as caught:
+        preflight.require_known_key(settings, pytest.fail, transport=fake)
+    assert "hunt" not in str(caught.value)
+
+
+def test_no_region_is_one_line_not_a_traceback(
+    make_settings: SettingsFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without regionName or AWS_REGION, the probe says so as a ProbeError."""
+    for name in ("AWS_REGION", "AWS_DEFAULT_REGION"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", "/dev/null")
+    settings = make_settings(regionName=None)
+    with pytest.raises(preflight.ProbeError, match="Kinesis at"):
+        preflight.probe_kinesis(settings)
+
+
+@pytest.mark.parametrize(
+    ("target", "ok"),
+    [
+        ("nested/dir/dead.jsonl", True),  # folders are created, as the sink would
+        ("/proc/no-such-place/dead.jsonl", False),  # nowhere to write
+    ],
+)
+def test_dead_letter_file_probe(
+    make_settings: SettingsFactory, tmp_path: Path, target: str, ok: bool
+) -> None:
+    """The dead-letter file must be writable before the first bad record needs it."""
+    path = target if target.startswith("/") else str(tmp_path / target)
+    settings = make_settings(deadLetter=f"file:{path}")
+    if ok:
+        assert "writable" in preflight.probe_dead_letter(settings)
+    else:
+        with pytest.raises(preflight.ProbeError, match="deadLetter file"):
+            preflight.probe_dead_letter(settings)
+
+
+def test_dead_letter_stream_probe_names_it(make_settings: SettingsFactory) -> None:
+    """A dead-letter stream nobody can reach fails the probe, naming Kinesis's endpoint."""
+    dead = "http://127.0.0.1:9"
+    settings = make_settings(kinesisEndpoint=dead, deadLetter="kinesis:events-dead-letter")
+    with pytest.raises(preflight.ProbeError, match=f"Kinesis at {dead}"):
+        preflight.probe_dead_letter(settings)

@@ -72,16 +72,17 @@ class TestCheck:
                     "dynamoDBEndpoint": emulators.dynamodb_endpoint,
                     "posthogHost": standin.url,
                     "posthogApiKey": standin.api_key,
+                    "deadLetter": f"file:{tmp_path / 'dead' / 'letters.jsonl'}",
                 },
             )
             out = io.StringIO()
             assert check(props, out=out) == 0, out.getvalue()
-            assert out.getvalue().count(": ok") == 4
+            assert out.getvalue().count(": ok") == 5
         finally:
             standin.close()
 
     def test_unreachable_is_reported(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-        """Nothing listening: each dependency is reported FAILED and the exit status is 69."""
+        """Nothing listening, no writable dead-letter folder: each is reported FAILED, exit 69."""
         for name, value in LOCAL_ENV.items():
             monkeypatch.setenv(name, value)
         dead = "http://127.0.0.1:9"
@@ -92,11 +93,12 @@ class TestCheck:
                 "kinesisEndpoint": dead,
                 "dynamoDBEndpoint": dead,
                 "posthogHost": dead,
+                "deadLetter": "file:/proc/no-such-place/dead.jsonl",
             },
         )
         out = io.StringIO()
         assert check(props, out=out) == EXIT_UNREACHABLE
-        assert out.getvalue().count("FAILED") == 3
+        assert out.getvalue().count("FAILED") == 4
 
 
 @pytest.mark.e2e
