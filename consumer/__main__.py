@@ -80,12 +80,10 @@ def _process(properties: str | None) -> int:
 def _watch_leader(parent_pid: int) -> int:
     """Run the leader-lock watchdog beside the daemon (started by ``run``)."""
     from consumer import leader
-    from consumer.propfile import read_properties
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # it ends when the daemon does
-    path = Path(os.environ[PROPERTIES_ENV])
-    settings = config.load(path)
-    table = leader.coordinator_table(read_properties(path), settings.application_name)
+    settings, properties = config.load_with_properties(Path(os.environ[PROPERTIES_ENV]))
+    table = leader.coordinator_table(dict(properties), settings.application_name)
     return leader.watch(settings, table, parent_pid, settings.leader_lock_stale_seconds)
 
 

@@ -13,24 +13,34 @@ is what allows the processor to checkpoint afterwards:
   will succeed.
 
 Refusals are trusted only while PostHog is seen accepting. Our mapper sends only events
-capture accepts (name, distinct_id, uuid and size are checked first), so PostHog
-refusing an event alone is rare; a host answering 400 to everything (a wrong path
-behind a proxy) refuses every event alone. So the events refused in one
-:meth:`Delivery.deliver` call are dead-lettered only if PostHog accepted some batch in
-that same call, or else accepts a probe: the smallest event of the last batch it
-accepted, sent again (byte-identical, so PostHog collapses it with the original, as it
-does any replay). Otherwise :class:`~consumer.errors.RefusalStreakError` is raised and
-nothing of the call is dead-lettered. The same check runs as soon as
-:data:`MAX_REFUSALS_IN_A_ROW` events in a row have been refused alone with nothing
-accepted between, which bounds the requests an always-400 host costs, whatever the
-batch size.
+capture accepts (name, distinct_id, uuid, size as capture measures it, depth, numbers
+and ``$cookieless_mode`` are checked first), so PostHog refusing an event alone is
+rare; a host answering 400 to everything (a wrong path behind a proxy) refuses every
+event alone. So the events refused in one :meth:`Delivery.deliver` call are
+dead-lettered only if PostHog accepted some batch in that same call, or else accepts a
+probe: the smallest event of the last batch it accepted, sent again (byte-identical, so
+PostHog collapses it with the original, as it does any replay). Otherwise
+:class:`~consumer.errors.RefusalStreakError` is raised and nothing of the call is
+dead-lettered. The same check runs as soon as :data:`MAX_REFUSALS_IN_A_ROW` events in
+a row have been refused alone with nothing accepted between, which bounds the requests
+an always-400 host costs, whatever the batch size.
 
 Before PostHog has accepted anything from this shard process there is nothing to probe
 with. Then fewer than :data:`MAX_REFUSALS_IN_A_ROW` refusals in a row are trusted and
-dead-lettered (a shard whose only new records are events PostHog refuses must not stop
-its worker on every restart), and that many stop the process. Start-up already proved
-that ``posthogHost`` answers as PostHog does (:mod:`consumer.preflight`), so a wrong
-host rarely gets this far.
+dead-lettered. When that many accumulate, the rest of the call (every event not yet
+sent in any request: the untried halves of the batch being bisected and the batches
+not yet tried, cut again into batches) is sent whole, without bisecting. If PostHog
+accepts any of it, it is judging events, and that acceptance gives a known-good event:
+delivery goes on as usual (the refused events are dead-lettered at the end of the call,
+refused parts of the rest are bisected). If it accepts none of it (or nothing is left),
+:class:`~consumer.errors.RefusalStreakError` is raised and nothing of the call is
+dead-lettered. So a shard whose new records begin with a run of events PostHog refuses
+does not stop for good as long as one batch of the rest holds only events PostHog
+accepts (a rest whose every batch holds a refused event still stops it), while an
+always-400 host costs at most
+2 x :data:`MAX_REFUSALS_IN_A_ROW` + ceil(log2(``batchMaxEvents``)) + 1 requests plus one
+per batch of the rest. Start-up already proved that ``posthogHost`` answers as PostHog
+does (:mod:`consumer.preflight`), so a wrong host rarely gets this far.
 """
 
 from __future__ import annotations
@@ -40,6 +50,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import NoReturn
 
 from consumer.batching import cut
 from consumer.deadletter import DeadLetter, DeadLetterSink
@@ -57,10 +68,11 @@ from consumer.sender import Sender
 log = logging.getLogger(__name__)
 
 # Events refused alone in a row, with nothing accepted between, before delivery checks
-# that PostHog still accepts a known-good event. Bisecting a batch down to that many
-# single events costs at most 2 * 10 + ceil(log2(batchMaxEvents)) + 1 requests (plus the
-# probe): that is what an always-400 host costs before the stop. Fewer would send probes
-# for a few adjacent bad records; more would only let a wrong host cost more requests.
+# that PostHog still accepts a known-good event (or, with none yet, any of the rest of
+# the call). Bisecting a batch down to that many single events costs at most
+# 2 * 10 + ceil(log2(batchMaxEvents)) + 1 requests, plus the probe (or one per batch of
+# the rest): that is what an always-400 host costs before the stop. Fewer would send
+# probes for a few adjacent bad records; more would only let a wrong host cost more.
 MAX_REFUSALS_IN_A_ROW = 10
 
 _Refusal = PayloadTooLargeError | BadBatchError
@@ -87,6 +99,8 @@ class DeliveryStats:
     requests: int = 0
     retries: int = 0
     probes: int = 0
+    # Times the rest of a call was sent whole because nothing was known good yet.
+    rests_sent_whole: int = 0
     dead_lettered: collections.Counter[str] = field(default_factory=collections.Counter)
 
 
@@ -135,8 +149,26 @@ class Delivery:
         """
         self._accepted_this_call = False
         refused: list[_Refused] = []
-        for batch in cut(items, max_events=self._max_events, max_bytes=self._max_bytes):
-            self._send(batch, refused)
+        # Batches not yet sent, in order; a refused batch's halves go to the front, so
+        # bisection is depth-first and the queue always holds exactly the unsent rest.
+        pending: collections.deque[list[Pending]] = collections.deque(
+            cut(items, max_events=self._max_events, max_bytes=self._max_bytes)
+        )
+        while pending:
+            batch = pending.popleft()
+            exc = self._try(batch)
+            if exc is None:
+                continue
+            if len(batch) > 1:
+                middle = len(batch) // 2
+                pending.extendleft((batch[middle:], batch[:middle]))
+                continue
+            self._refused_alone(batch[0], exc, refused)
+            if self._refused_in_a_row >= MAX_REFUSALS_IN_A_ROW:
+                if self._known_good is None:
+                    self._send_rest_whole(pending, refused)
+                else:
+                    self._verify_posthog_judges(refused)
         if not refused:
             return
         if not self._accepted_this_call:
@@ -168,13 +200,14 @@ class Delivery:
             self.stats.dead_lettered.update(entry.reason for entry in entries)
             return
 
-    def _send(self, batch: list[Pending], refused: list[_Refused]) -> None:
+    def _try(self, batch: list[Pending]) -> _Refusal | None:
+        """Send ``batch``; None if PostHog accepted it, else its refusal (400 or 413)."""
         try:
             self._post([item.payload for item in batch])
         except (PayloadTooLargeError, BadBatchError) as exc:
-            self._narrow(batch, exc, refused)
-            return
+            return exc
         self.stats.sent += len(batch)
+        return None
 
     def _post(self, payloads: list[bytes]) -> None:
         """Send until PostHog answers anything but a retryable failure; note an acceptance."""
@@ -201,39 +234,85 @@ class Delivery:
             self._known_good = min(payloads, key=len)
             return
 
-    def _narrow(self, batch: list[Pending], exc: _Refusal, refused: list[_Refused]) -> None:
-        if len(batch) > 1:
-            middle = len(batch) // 2
-            self._send(batch[:middle], refused)
-            self._send(batch[middle:], refused)
-            return
-        refused.append(_Refused(batch[0], exc))
+    def _refused_alone(self, item: Pending, exc: _Refusal, refused: list[_Refused]) -> None:
+        refused.append(_Refused(item, exc))
         self._refused_in_a_row += 1
         log.warning(
             "shard %s: PostHog refused event %s alone (%s); %d refused in a row",
             self._shard_id,
-            batch[0].event.uuid,
+            item.event.uuid,
             exc.status,
             self._refused_in_a_row,
         )
+
+    def _send_rest_whole(
+        self, pending: collections.deque[list[Pending]], refused: list[_Refused]
+    ) -> None:
+        """With nothing known good yet, see whether PostHog accepts any of the rest of the call.
+
+        Every event not yet sent is cut into batches again and each batch is sent once,
+        whole. Returns if PostHog accepted any (the halves of the batches it refused are
+        left in ``pending``, to be bisected as usual; events refused alone are recorded);
+        raises RefusalStreakError if it accepted none, or nothing was left to send.
+        """
+        rest = [item for batch in pending for item in batch]
+        pending.clear()
+        batches = list(cut(rest, max_events=self._max_events, max_bytes=self._max_bytes))
+        if batches:
+            self.stats.rests_sent_whole += 1
+            log.warning(
+                "shard %s: %d events refused one by one and PostHog has accepted none since "
+                "this shard process started; sending the rest of the call (%d events in %d "
+                "batches) whole, to see whether it accepts any",
+                self._shard_id,
+                self._refused_in_a_row,
+                len(rest),
+                len(batches),
+            )
+        accepted = False
+        for batch in batches:
+            exc = self._try(batch)
+            if exc is None:
+                accepted = True
+            elif len(batch) > 1:
+                middle = len(batch) // 2
+                pending.extend((batch[:middle], batch[middle:]))
+            else:
+                self._refused_alone(batch[0], exc, refused)
+        if not accepted:
+            self._raise_nothing_accepted(refused, rest_batches=len(batches))
         if self._refused_in_a_row >= MAX_REFUSALS_IN_A_ROW:
+            # Refused one by one again since the last acceptance: now there is a probe.
             self._verify_posthog_judges(refused)
 
-    def _verify_posthog_judges(self, refused: list[_Refused]) -> None:
-        """Return if PostHog accepts a known-good event now; raise RefusalStreakError if not."""
+    def _raise_nothing_accepted(self, refused: list[_Refused], *, rest_batches: int) -> NoReturn:
         last = refused[-1].error
-        answer = f"last answer {last.status}: {' '.join(last.body.split())[:200]!r}"
+        rest = (
+            f", nor any of the {rest_batches} batches of the rest of the call sent whole"
+            if rest_batches
+            else ""
+        )
+        raise RefusalStreakError(
+            f"shard {self._shard_id}: PostHog refused {len(refused)} events one by one{rest}, "
+            f"and has accepted none since this shard process started ({_answer(last)}): "
+            "posthogHost or a proxy in front of it may be wrong, or these records are events "
+            "PostHog refuses (try one with `run.sh preview`); none was dead-lettered or "
+            "checkpointed",
+            status=last.status,
+            body=last.body,
+        )
+
+    def _verify_posthog_judges(self, refused: list[_Refused]) -> None:
+        """Return if PostHog accepts a known-good event now; raise RefusalStreakError if not.
+
+        With no known-good event yet, fewer than :data:`MAX_REFUSALS_IN_A_ROW` refusals
+        in a row are trusted (that many are :meth:`_send_rest_whole`'s to judge).
+        """
+        last = refused[-1].error
         if self._known_good is None:
             if self._refused_in_a_row < MAX_REFUSALS_IN_A_ROW:
                 return  # nothing to probe with, and too few to suspect the host: trust them
-            raise RefusalStreakError(
-                f"shard {self._shard_id}: PostHog refused {len(refused)} events one by one and "
-                f"has accepted none since this shard process started ({answer}): posthogHost "
-                "or a proxy in front of it may be wrong, or these records are events PostHog "
-                "refuses (try one with `run.sh preview`); none was dead-lettered or checkpointed",
-                status=last.status,
-                body=last.body,
-            )
+            self._raise_nothing_accepted(refused, rest_batches=0)
         self.stats.probes += 1
         log.warning(
             "shard %s: %d events refused one by one with nothing accepted between; "
@@ -247,8 +326,8 @@ class Delivery:
             raise RefusalStreakError(
                 f"shard {self._shard_id}: PostHog refused {self._refused_in_a_row} events in a "
                 f"row one by one, accepted none between, and now refuses an event it accepted "
-                f"before ({answer}): posthogHost or a proxy in front of it is wrong; none was "
-                "dead-lettered or checkpointed",
+                f"before ({_answer(last)}): posthogHost or a proxy in front of it is wrong; none "
+                "was dead-lettered or checkpointed",
                 status=exc.status,
                 body=exc.body,
             ) from exc
@@ -262,3 +341,8 @@ class Delivery:
             reason="rejected_by_posthog",
             detail=detail,
         )
+
+
+def _answer(error: _Refusal) -> str:
+    """PostHog's answer, on one line and short, for an error message."""
+    return f"last answer {error.status}: {' '.join(error.body.split())[:200]!r}"

@@ -25,7 +25,7 @@ import amazon_kclpy
 from consumer import config, kclkeys, preflight
 from consumer.errors import ConfigError
 from consumer.exits import ExitStatus
-from consumer.propfile import format_properties, read_properties
+from consumer.propfile import format_properties
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +40,6 @@ KCL_DEFAULTS = {
     "AwsCredentialsProvider": "DefaultCredentialsProvider",
     "shutdownGraceMillis": "20000",
 }
-_SECRET_KEYS = ("posthogApiKey", "awsAccessKeyId", "awsSecretAccessKey")
 # Java flags: a modest fixed heap (the daemon only moves records between Kinesis and
 # the children) and exit on OOM so the orchestrator restarts the task.
 JVM_OPTIONS = ("-Xms128m", "-Xmx512m", "-XX:+ExitOnOutOfMemoryError")
@@ -61,11 +60,10 @@ class Launch(NamedTuple):
 
 def prepare(properties_path: Path, environ: Mapping[str, str], workdir: Path) -> Launch:
     """Validate everything and return the daemon's argv and environment."""
-    settings = config.load(properties_path, environ)
-    # Stripped as the settings were validated: Java keeps trailing blanks in a value, and
-    # the daemon would otherwise read "events " where we checked "events".
-    raw = config.apply_overrides(read_properties(properties_path), environ)
-    merged = {key: value.strip() for key, value in raw.items()}
+    # The values the settings were validated from (overrides applied, stripped), so the
+    # daemon reads what we checked: the file is read once.
+    settings, daemon_properties = config.load_with_properties(properties_path, environ)
+    merged = dict(daemon_properties)
     # The daemon fails on two keys that set one property (AwsCredentialsProvider and
     # awsCredentialsProvider), so a default is added only when no spelling is present.
     already = {kclkeys.daemon_property(key) for key in merged}
@@ -77,7 +75,7 @@ def prepare(properties_path: Path, environ: Mapping[str, str], workdir: Path) ->
     merged.setdefault("executableName", f"{sys.executable} -m consumer")
     if not merged.get("executableName", "").strip():
         raise ConfigError("executableName", "", "the command that starts a shard process")
-    for key in _SECRET_KEYS:
+    for key in config.SECRET_KEYS:
         merged.pop(key, None)
     effective = workdir / properties_path.name
     effective.write_text(format_properties(merged), encoding="utf-8")

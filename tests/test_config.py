@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import subprocess
 from pathlib import Path
@@ -612,6 +613,69 @@ class TestInvalid:
         """A missing properties file is a ConfigError naming the path."""
         with pytest.raises(ConfigError, match=r"absent\.properties"):
             config.load(tmp_path / "absent.properties", {})
+
+
+class TestTable:
+    """config.SETTINGS declares each key once; the rest is derived from it."""
+
+    def test_readme_table_is_the_settings_table(self) -> None:
+        """README "Configuration"'s key table is exactly config.readme_table()."""
+        readme = (ROOT / "README.md").read_text(encoding="utf-8")
+        start = readme.index("| key | default | meaning |")
+        end = readme.index("\n\n", start) + 1
+        assert readme[start:end] == config.readme_table(), (
+            "README's key table differs from config.SETTINGS; paste the output of "
+            "python -c 'from consumer import config; print(config.readme_table(), end=\"\")'"
+        )
+
+    def test_every_field_is_filled_once(self) -> None:
+        """Each Settings field comes from one row (stream_name from the streamName/streamArn rule)."""
+        filled = [setting.field for setting in config.SETTINGS if setting.field]
+        assert len(filled) == len(set(filled))
+        fields = {item.name for item in dataclasses.fields(config.Settings)}
+        assert {*filled, "stream_name"} == fields
+
+    def test_keys_are_unique(self) -> None:
+        """No key is declared twice."""
+        keys = [setting.key for setting in config.SETTINGS]
+        assert len(keys) == len(set(keys))
+
+    def test_the_daemons_keys_we_read(self) -> None:
+        """Rows the daemon reads too are its keys; OUR_KEYS are the rest."""
+        theirs = {setting.key for setting in config.SETTINGS if setting.daemon_reads}
+        assert theirs <= config.KCL_KEYS
+        assert {setting.key for setting in config.SETTINGS} - theirs == config.OUR_KEYS
+
+    def test_secrets(self) -> None:
+        """The keys marked secret: kept out of repr and of the daemon's file."""
+        assert {"posthogApiKey", "awsAccessKeyId", "awsSecretAccessKey"} == config.SECRET_KEYS
+
+    def test_bounds_are_documented(self) -> None:
+        """Every number's range is in its README row."""
+        for setting in config.SETTINGS:
+            assert (setting.bounds is not None) == ("{bounds}" in setting.doc), setting.key
+
+    def test_defaults_are_the_tables(self, make_settings: SettingsFactory) -> None:
+        """A key left out takes its row's default."""
+        settings = make_settings(posthogHost=None, regionName=None)
+        for setting in config.SETTINGS:
+            if setting.field and setting.required is None:
+                assert getattr(settings, setting.field) == setting.default, setting.key
+
+    def test_load_keeps_the_daemons_properties(self, tmp_path: Path) -> None:
+        """Overrides applied and values stripped, as validated: nothing reads the file again."""
+        path = tmp_path / "app.properties"
+        values = {**BASE_PROPERTIES, "initialPositionInStream": "TRIM_HORIZON"}
+        path.write_text("\n".join(f"{k} = {v}  " for k, v in values.items()))
+        environ = {"KINESIS_POSTHOG_STREAMNAME": "prod", config.API_KEY_ENV: "phc_env"}
+        settings, properties = config.load_with_properties(path, environ)
+        assert dict(properties) == {
+            **values,
+            "streamName": "prod",
+            "posthogApiKey": "phc_env",
+        }
+        assert settings == config.load(path, environ)
+        assert settings.stream_name == "prod"
 
 
 class TestKclKeys:

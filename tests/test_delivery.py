@@ -105,6 +105,16 @@ def names(transport: ScriptedTransport) -> list[list[str]]:
     return [[e["event"] for e in r["body"]["batch"]] for r in transport.requests]
 
 
+def names_of_accepted(transport: ScriptedTransport) -> list[list[str]]:
+    """Event names of each request the transport's judge answered 200."""
+    assert transport.judge is not None
+    return [
+        batch
+        for batch, request in zip(names(transport), transport.requests, strict=True)
+        if transport.judge(request["body"]["batch"]) == 200
+    ]
+
+
 class TestRetries:
     @pytest.mark.parametrize(
         "failure",
@@ -206,9 +216,10 @@ class Host:
 DOCUMENTED_STREAK = 10
 
 
-def request_bound(events: int) -> int:
-    """Requests bisecting ``events`` down to the streak of single refusals may cost."""
-    return 2 * DOCUMENTED_STREAK + math.ceil(math.log2(max(events, 2))) + 1
+def request_bound(events: int, *, rest_batches: int = 0) -> int:
+    """Requests bisecting ``events`` down to the streak of single refusals may cost, plus one
+    per batch of the rest of the call sent whole (a fresh process has nothing to probe with)."""
+    return 2 * DOCUMENTED_STREAK + math.ceil(math.log2(max(events, 2))) + 1 + rest_batches
 
 
 def dead_sequences(sink: MemorySink) -> list[str]:
@@ -219,27 +230,113 @@ class TestRefusalRule:
     """Refusals are dead-lettered only while PostHog is seen accepting; else delivery stops."""
 
     @pytest.mark.parametrize(
-        ("count", "max_events"),
+        ("count", "max_events", "rests"),
         [
-            (1000, 1000),  # one big batch: bisection stops after the streak, not 2000 requests
-            (1000, 100),  # several batches
-            (1000, 1),  # one event per request
-            (10, 100),  # exactly the streak in one call
+            # one big batch: bisection stops after the streak, then the rest goes once, whole
+            (1000, 1000, 1),
+            (1000, 100, 1),  # several batches: the rest is every event not yet sent, re-cut
+            (1000, 1, 1),  # one event per request: the rest is one request per event
+            (10, 100, 0),  # exactly the streak in one call: no rest to try
         ],
     )
     def test_host_refusing_everything_from_the_start_stops_bounded(
-        self, make_pending: PendingFactory, sleeps: list[float], count: int, max_events: int
+        self,
+        make_pending: PendingFactory,
+        sleeps: list[float],
+        count: int,
+        max_events: int,
+        rests: int,
     ) -> None:
-        """A host that never accepted anything and refuses all: stop, dead-letter nothing."""
+        """A host that never accepted anything and refuses all, the rest of the call included:
+        stop, dead-letter nothing, within the documented number of requests."""
         transport = ScriptedTransport(judge=lambda _: 400)
         sink = MemorySink()
         subject = delivery(transport, sink, sleeps, max_events=max_events)
         with pytest.raises(RefusalStreakError, match="has accepted none since"):
             subject.deliver(make_pending(count))
         assert sink.entries == []
-        assert len(transport.requests) <= request_bound(count)
+        rest_batches = math.ceil((count - DOCUMENTED_STREAK) / max_events)
+        assert len(transport.requests) <= request_bound(
+            min(count, max_events), rest_batches=rest_batches
+        )
+        assert subject.stats.rests_sent_whole == rests
         assert subject.stats.probes == 0
         assert subject.stats.sent == 0
+
+    @pytest.mark.parametrize(
+        "max_events",
+        [
+            100,  # all eleven in one batch: the good event is the last untried half
+            4,  # several batches: the good event is in a batch not yet tried
+            1,  # one event per request
+        ],
+    )
+    def test_fresh_process_with_a_run_of_refused_events_then_a_good_one_goes_on(
+        self, make_named: NamedFactory, sleeps: list[float], max_events: int
+    ) -> None:
+        """The reviewer's reproduction: a fresh process (nothing accepted yet) is fed ten events
+        PostHog refuses, then one it accepts, in one call. The good event is sent with the rest
+        of the call, PostHog accepts it, so the ten are dead-lettered and nothing raises; a
+        restarted process re-reading the same records does the same, so the shard never stalls."""
+        names = ["bad"] * MAX_REFUSALS_IN_A_ROW + ["ok"]
+        for _restart in range(2):
+            transport = ScriptedTransport(judge=refuse_names("bad"))
+            sink = MemorySink()
+            subject = delivery(transport, sink, sleeps, max_events=max_events)
+            subject.deliver(make_named(names))
+            assert dead_sequences(sink) == [str(1000 + i) for i in range(MAX_REFUSALS_IN_A_ROW)]
+            assert all(d.reason == "rejected_by_posthog" for d in sink.entries)
+            assert subject.stats.sent == 1
+            assert subject.stats.rests_sent_whole == 1
+            assert subject.stats.probes == 0
+
+    def test_rest_sent_whole_is_bisected_where_refused(
+        self, make_named: NamedFactory, sleeps: list[float]
+    ) -> None:
+        """Once PostHog accepts part of the rest, the parts of it that it refused are bisected as
+        usual: their bad events dead-lettered, their good ones delivered."""
+        names = ["bad"] * MAX_REFUSALS_IN_A_ROW + ["ok", "ok", "bad", "ok"] + ["ok"] * 4
+        transport = ScriptedTransport(judge=refuse_names("bad"))
+        sink = MemorySink()
+        subject = delivery(transport, sink, sleeps, max_events=4)
+        subject.deliver(make_named(names))
+        assert dead_sequences(sink) == [str(1000 + i) for i in range(MAX_REFUSALS_IN_A_ROW)] + [
+            "1012"
+        ]
+        assert subject.stats.sent == names.count("ok")
+        delivered = [n for batch in names_of_accepted(transport) for n in batch]
+        assert sorted(delivered) == ["ok"] * names.count("ok")
+        sent = [tuple(e["uuid"] for e in r["body"]["batch"]) for r in transport.requests]
+        assert len(set(sent)) == len(sent), "a refused part of the rest is bisected, not resent"
+
+    def test_fresh_process_whose_rest_is_all_refused_stops(
+        self, make_named: NamedFactory, sleeps: list[float]
+    ) -> None:
+        """Ten refused alone, then the rest of the call refused whole as well: nothing shows
+        PostHog judging, so the process stops and nothing of the call is dead-lettered."""
+        names = ["bad"] * MAX_REFUSALS_IN_A_ROW + ["bad", "ok"] * 3
+        transport = ScriptedTransport(judge=refuse_names("bad"))
+        sink = MemorySink()
+        subject = delivery(transport, sink, sleeps, max_events=2)
+        with pytest.raises(RefusalStreakError, match="nor any of the 3 batches of the rest"):
+            subject.deliver(make_named(names))
+        assert sink.entries == []
+        assert subject.stats.sent == 0
+        assert subject.stats.rests_sent_whole == 1
+
+    def test_a_second_streak_after_the_rest_was_accepted_is_probed(
+        self, make_named: NamedFactory, sleeps: list[float]
+    ) -> None:
+        """After the rest gave a known-good event, another run of refusals in the same call is
+        checked with a probe, as for any process that has had an acceptance."""
+        names = ["bad"] * MAX_REFUSALS_IN_A_ROW + ["ok"] + ["bad"] * MAX_REFUSALS_IN_A_ROW
+        transport = ScriptedTransport(judge=refuse_names("bad"))
+        sink = MemorySink()
+        subject = delivery(transport, sink, sleeps, max_events=1)
+        subject.deliver(make_named(names))
+        assert len(sink.entries) == 2 * MAX_REFUSALS_IN_A_ROW
+        assert (subject.stats.rests_sent_whole, subject.stats.probes) == (1, 1)
+        assert transport.requests[-1]["body"]["batch"][0]["event"] == "ok"
 
     @pytest.mark.parametrize(
         "count",
@@ -251,8 +348,9 @@ class TestRefusalRule:
     def test_fresh_process_trusts_fewer_refusals_than_the_streak(
         self, make_pending: PendingFactory, sleeps: list[float], count: int
     ) -> None:
-        """Nothing accepted yet, nothing to probe with: a few refusals are dead-lettered, so a
-        shard whose only records PostHog refuses does not stop its worker on every restart."""
+        """Nothing accepted yet, nothing to probe with: fewer refusals in a row than the streak
+        are dead-lettered, so a shard with a few records PostHog refuses does not stop its
+        worker on every restart."""
         transport = ScriptedTransport(judge=lambda _: 400)
         sink = MemorySink()
         subject = delivery(transport, sink, sleeps, max_events=100)

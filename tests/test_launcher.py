@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
+from typing import Any
 
+import pytest
+
+from consumer import leader
+from consumer.__main__ import _watch_leader
+from consumer.config import Settings
 from consumer.launcher import DAEMON_CLASS, PROPERTIES_ENV, prepare
 from consumer.propfile import read_properties
 from tests.conftest import BASE_PROPERTIES
@@ -51,3 +58,47 @@ def test_the_daemon_reads_the_values_we_checked(tmp_path: Path) -> None:
     written = read_properties(Path(env[PROPERTIES_ENV]))
     assert written["streamName"] == "events"
     assert written["initialPositionInStream"] == "TRIM_HORIZON"
+
+
+def test_the_file_is_read_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """prepare writes the daemon's copy from the values load validated, not from a second read."""
+    source = tmp_path / "app.properties"
+    source.write_text("\n".join(f"{k} = {v}" for k, v in BASE_PROPERTIES.items()))
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    reads: list[Path] = []
+    read_text = Path.read_text
+
+    def counting(path: Path, *args: Any, **kwargs: Any) -> str:
+        reads.append(path)
+        return read_text(path, *args, **kwargs)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(Path, "read_text", counting)
+        _, env, _ = prepare(source, {"PATH": "/usr/bin:/bin"}, workdir)
+    assert reads.count(source) == 1
+    assert read_properties(Path(env[PROPERTIES_ENV]))["eventKey"] == "properties.eventName"
+
+
+def test_the_watchdog_reads_the_daemons_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """watch-leader finds the CoordinatorState table in the file prepare wrote, overrides applied."""
+    source = tmp_path / "app.properties"
+    source.write_text("\n".join(f"{k} = {v}" for k, v in BASE_PROPERTIES.items()))
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    environ = {"PATH": "/usr/bin:/bin", "KINESIS_POSTHOG_coordinatorStateTableName": "locks"}
+    _, env, _ = prepare(source, environ, workdir)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(signal, "signal", lambda *_: None)
+    seen: list[tuple[str, str, int]] = []
+
+    def watch(settings: Settings, table: str, parent_pid: int, _stale: float | None) -> int:
+        seen.append((settings.application_name, table, parent_pid))
+        return 0
+
+    monkeypatch.setattr(leader, "watch", watch)
+    assert _watch_leader(1234) == 0
+    assert seen == [("test-app", "locks", 1234)]

@@ -7,6 +7,7 @@ read or a RecordError with a known reason, never anything that would end a shard
 from __future__ import annotations
 
 import ast
+import dataclasses
 import functools
 import gzip
 import json
@@ -24,8 +25,11 @@ from hypothesis import strategies as st
 
 from consumer import config, mapping
 from consumer.errors import RecordError
+from consumer.local import standin
 from consumer.mapping import (
+    CAPTURED_EVENT_FIXED_BYTES,
     DOUBLE_OVERFLOW_INT,
+    MAX_DECOMPRESSED_BYTES,
     MAX_EVENT_BYTES,
     MAX_EVENT_DEPTH,
     REASONS,
@@ -191,6 +195,15 @@ class TestDistinctId:
             ({"distinctIdKey": "user.id"}, {"user": {"id": 7}}, "7"),  # numbers become strings
             ({"distinctIdKey": "user.id"}, {}, "pk-1"),  # absent: partition key (default)
             ({"distinctIdKey": "user.id"}, {"user": {"id": ""}}, "pk-1"),  # empty counts as absent
+            ({"distinctIdKey": "u"}, {"u": " \t\n"}, "pk-1"),  # so does blank: capture trims
+            ({"distinctIdKey": "u"}, {"u": "\u3000\u00a0"}, "pk-1"),  # Unicode White_Space too
+            ({"distinctIdKey": "u"}, {"u": " u1 "}, " u1 "),  # capture keeps the id as sent
+            (
+                {"distinctIdKey": "u"},
+                {"u": "\x1c"},
+                "\x1c",
+            ),  # not White_Space (str.strip() is wrong)
+            ({"distinctIdKey": "u"}, {"u": "\x00"}, "\x00"),  # NUL: capture makes it U+FFFD
             (
                 {"distinctIdKey": "x", "missingDistinctId": "fixed", "fallbackDistinctId": "anon"},
                 {},
@@ -340,6 +353,10 @@ TIMESTAMP_FORM = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z")
 EVENT_KEYS = {"event", "distinct_id", "properties", "timestamp", "uuid"}
 # The seed README's configuration: properties.foo is forwarded, properties.userId is the id.
 SEED_MAPPINGS = "properties.userId:distinct_id,properties.foo:foo"
+# includeAllProperties: the record's own keys become properties.
+ALL = {"includeAllProperties": "true"}
+# The longest client address capture can put in a message (IPv6 with an IPv4 tail).
+LONGEST_IP = "ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255"
 
 
 def deep(levels: int, leaf: str = "1", *, kind: str = "[") -> str:
@@ -391,7 +408,8 @@ def check_readable_by_capture(value: Any) -> None:
 
 
 def check_event(mapped: MappedEvent) -> dict[str, Any]:
-    """Read ``mapped`` as strictly as PostHog's capture would, and check the event's shape."""
+    """Read ``mapped`` as strictly as PostHog's capture would, and check the event's shape
+    and capture's per-event rules (as the stand-in applies them)."""
     assert len(mapped.payload) <= MAX_EVENT_BYTES
     text = mapped.payload.decode("utf-8")  # strict: no invalid UTF-8, no encoded surrogate
     event = json.loads(
@@ -410,6 +428,13 @@ def check_event(mapped: MappedEvent) -> dict[str, Any]:
     assert uuid.UUID(mapped.uuid).version == 5
     assert TIMESTAMP_FORM.fullmatch(event["timestamp"])
     check_readable_by_capture(event)
+    # capture's rules: a distinct id not blank once trimmed as Rust trims, a boolean
+    # $cookieless_mode if any, a name it does not filter out, a message within the limit.
+    assert standin.captured_distinct_id(event) is not None, "capture finds no distinct id"
+    cookieless = event["properties"].get("$cookieless_mode", False)
+    assert isinstance(cookieless, bool), "capture refuses a $cookieless_mode not boolean"
+    assert event["event"] not in standin.FILTERED_EVENT_NAMES
+    assert standin_measure(mapped.payload) <= MAX_EVENT_BYTES
     return event
 
 
@@ -637,10 +662,173 @@ class TestKnownHostileRecords:
         """A name or id from a number that overflowed is refused, not sent as 'inf'."""
         assert reason == reason_of(settings_of(tuple(overrides.items())), record_of(document))
 
-    def test_empty_partition_key_is_no_distinct_id(self) -> None:
-        """An empty partition key (Kinesis never sends one) is not used as an id."""
-        record = record_of('{"properties": {"eventName": "e"}}', partition_key="")
-        assert reason_of(settings_of(), record) == "missing_distinct_id"
+    @pytest.mark.parametrize(
+        ("partition_key", "overrides", "document"),
+        [
+            ("", {}, {}),  # an empty partition key (Kinesis never sends one)
+            (" ", {}, {}),  # a blank one: capture would find no id in it
+            ("\u2003\t", {}, {}),  # blank in Unicode's sense
+            (" ", {"distinctIdKey": "u"}, {"u": "  "}),  # blank id, then a blank partition key
+            (
+                "pk-1",
+                {"distinctIdKey": "u", "missingDistinctId": "deadLetter"},
+                {"u": "\n"},
+            ),  # blank id, dead-lettered by policy
+        ],
+    )
+    def test_blank_ids_are_missing(
+        self, partition_key: str, overrides: dict[str, str], document: dict[str, Any]
+    ) -> None:
+        """No id, and no usable fallback: missing_distinct_id, not an event capture refuses."""
+        text = json.dumps({"properties": {"eventName": "e"}, **document})
+        record = record_of(text, partition_key=partition_key)
+        assert reason_of(settings_of(tuple(overrides.items())), record) == "missing_distinct_id"
+
+    def test_blank_fixed_id_is_no_id(self) -> None:
+        """A blank fallbackDistinctId (the settings refuse one; Settings built otherwise may
+        hold one) is not sent as an id capture would refuse."""
+        fixed = settings_of((("distinctIdKey", "u"), ("missingDistinctId", "fixed")))
+        settings = dataclasses.replace(fixed, fallback_distinct_id="\u2003")
+        record = record_of('{"properties": {"eventName": "e"}}')
+        assert reason_of(settings, record) == "missing_distinct_id"
+
+    @pytest.mark.parametrize(
+        ("overrides", "document", "reason"),
+        [
+            (ALL, {"$cookieless_mode": True}, None),  # a boolean: fine
+            (ALL, {"$cookieless_mode": False}, None),  # either boolean
+            (ALL, {"$cookieless_mode": "true"}, "invalid_property"),  # text: capture refuses it
+            (ALL, {"$cookieless_mode": None}, "invalid_property"),  # null is there, not boolean
+            (ALL, {"$cookieless_mode": 1}, "invalid_property"),  # a number neither
+            (
+                {"additionalPropertyMappings": "c:$cookieless_mode"},
+                {"c": {"on": True}},
+                "invalid_property",
+            ),  # forwarded by a mapping
+            ({}, {"$cookieless_mode": "yes"}, None),  # not forwarded: harmless
+        ],
+    )
+    def test_cookieless_mode_must_be_boolean(
+        self, overrides: dict[str, str], document: dict[str, Any], reason: str | None
+    ) -> None:
+        """capture's extract_is_cookieless_mode refuses a $cookieless_mode that is not a bool."""
+        text = json.dumps({"properties": {"eventName": "e"}, **document})
+        assert reason == reason_of(settings_of(tuple(overrides.items())), record_of(text))
+
+    @pytest.mark.parametrize(
+        ("name", "reason"),
+        [
+            ("$performance_event", "invalid_event"),  # capture filters it: alone, a 400
+            ("$performance_event ", None),  # another name
+            ("$pageview", None),  # other $ events are fine
+        ],
+    )
+    def test_names_capture_filters_out(self, name: str, reason: str | None) -> None:
+        """An event capture drops from a batch, and refuses alone, is dead-lettered instead."""
+        text = json.dumps({"properties": {"eventName": name}})
+        assert reason == reason_of(settings_of(), record_of(text))
+
+
+def filler_record(unit: str | float, count: int, *, as_name: bool = False) -> KinesisRecord:
+    """A record whose event grows by ``count`` of ``unit``: in a forwarded string or list, or
+    as the event name."""
+    if as_name:
+        return record_of(json.dumps({"properties": {"eventName": str(unit) * count}}))
+    blob: Any = unit * count if isinstance(unit, str) else [unit] * count
+    return record_of(json.dumps({"properties": {"eventName": "e"}, "blob": blob}))
+
+
+def standin_measure(payload: bytes) -> int:
+    """The Kafka message capture would build of ``payload``, as the stand-in measures it."""
+    envelope = standin.CaptureEnvelope(token=BASE_PROPERTIES["posthogApiKey"], ip=LONGEST_IP)
+    return standin.captured_message_bytes(json.loads(payload), envelope)
+
+
+class TestCaptureSize:
+    """The size limit applies to what capture measures, its Kafka message, not to our text."""
+
+    @pytest.mark.parametrize(
+        ("unit", "as_name", "message_bytes"),
+        [
+            ('"', False, 4),  # \" as sent, \\\" in capture's message
+            ("\\", False, 4),  # likewise
+            ("\x01", False, 7),  # \u0001 as sent, \\u0001 in the message
+            ("x", False, 1),  # nothing to escape: the limit is near 900 KiB of text
+            ("é", False, 2),  # two bytes of UTF-8, never escaped
+            (1e-05, False, 8),  # "1e-05," as sent, "0.00001," as serde_json writes it
+            (2**64, False, 22),  # beyond u64: serde_json writes 1.8446744073709552e19
+            ("n", True, 3),  # the name is in the message three times
+        ],
+    )
+    def test_limit_is_what_capture_measures(
+        self, monkeypatch: pytest.MonkeyPatch, unit: str | float, as_name: bool, message_bytes: int
+    ) -> None:
+        """At the largest filler the mapper sends, capture's message (as the stand-in builds
+        it) is within the limit; one more unit is refused, and its message is no more than the
+        fixed allowance short of the limit: the check is neither too lax nor far too strict."""
+        # A name is forwarded by the settings' mappings only, not again with the whole record.
+        mapper = Mapper(settings_of(() if as_name else tuple(ALL.items())), SHARD)
+
+        def maps(count: int) -> bool:
+            try:
+                mapper.map(filler_record(unit, count, as_name=as_name))
+            except RecordError as exc:
+                reason = exc.reason
+            else:
+                return True
+            assert reason == "event_too_large"
+            return False
+
+        # The boundary lies within the fixed allowances below the limit (units of the filler).
+        low = (MAX_EVENT_BYTES - 3 * CAPTURED_EVENT_FIXED_BYTES) // message_bytes
+        high = MAX_EVENT_BYTES // message_bytes + 1
+        assert maps(low)
+        assert not maps(high)
+        while high - low > 1:
+            middle = (low + high) // 2
+            low, high = (middle, high) if maps(middle) else (low, middle)
+        largest = mapper.map(filler_record(unit, low, as_name=as_name)).payload
+        assert standin_measure(largest) <= MAX_EVENT_BYTES
+        monkeypatch.setattr(mapping, "MAX_EVENT_BYTES", 10 * MAX_EVENT_BYTES)
+        refused = mapper.map(filler_record(unit, high, as_name=as_name)).payload
+        assert standin_measure(refused) > MAX_EVENT_BYTES - CAPTURED_EVENT_FIXED_BYTES
+
+    @pytest.mark.parametrize(
+        ("unit", "count"),
+        [
+            ('"', 300_000),  # 600 KB as sent, 1.2 MB in capture's message
+            ("\\", 300_000),  # likewise
+            ("\x01", 140_000),  # 840 KB as sent, 980 KB in the message
+            (1e-05, 125_000),  # 750 KB as sent, 1 MB in the message
+        ],
+    )
+    def test_events_our_text_fits_but_capture_refuses(self, unit: str | float, count: int) -> None:
+        """Under 900 KiB as we encode them, over it as capture measures: event_too_large."""
+        settings = settings_of(tuple(ALL.items()))
+        record = filler_record(unit, count)
+        with pytest.raises(RecordError) as caught:
+            Mapper(settings, SHARD).map(record)
+        assert caught.value.reason == "event_too_large"
+        assert "as PostHog's capture measures it" in caught.value.detail
+        assert len(record.data) < MAX_EVENT_BYTES
+
+
+@pytest.mark.parametrize(
+    ("inflated", "reason"),
+    [
+        (MAX_DECOMPRESSED_BYTES, None),  # at the limit: decoded and mapped
+        (MAX_DECOMPRESSED_BYTES + 1, "bad_gzip"),  # one byte more: refused before decoding
+        (5 * 1024 * 1024, "bad_gzip"),  # 5 MiB of [],[],...: some 135 MB of Python objects
+    ],
+)
+def test_gzip_records_inflate_no_further_than_the_limit(inflated: int, reason: str | None) -> None:
+    """A gzip record inflating past MAX_DECOMPRESSED_BYTES (2 MiB: twice a Kinesis record) is
+    bad_gzip, so no 10 KB record can make a shard process decode megabytes of objects."""
+    head, tail = b'{"properties": {"eventName": "e"}, "a": [', b"[]]}"
+    units, rest = divmod(inflated - len(head) - len(tail), 3)
+    data = head + b"[]," * units + b" " * rest + tail
+    assert len(data) == inflated
+    assert reason == reason_of(settings_of(), record_of(gzip.compress(data, mtime=0)))
 
 
 class TestLastResortGuard:
@@ -718,9 +906,14 @@ class Raw:
 # Every code point, lone surrogates included (st.characters() leaves out category Cs).
 any_char = st.characters(exclude_categories=()) | st.characters(categories=["Cs"])
 hostile_text = st.text(any_char, max_size=8) | st.sampled_from(
-    ["", " ", "\ud800", "\udfff", "\udc00\ud800", "\ud83d\ude00", "\x00", "\u2028", '"', "\\"]
+    [
+        *["", " ", "\ud800", "\udfff", "\udc00\ud800", "\ud83d\ude00", "\x00", "\u2028", '"'],
+        *["\\", " \t\n", "\u3000\u00a0", "\x1c", "$performance_event"],
+    ]
 )
-odd_keys = hostile_text | st.sampled_from(["", ".", "a.b", "a\\.b", "\\", "0", "distinct_id"])
+odd_keys = hostile_text | st.sampled_from(
+    ["", ".", "a.b", "a\\.b", "\\", "0", "distinct_id", "$cookieless_mode"]
+)
 raw_numbers = st.sampled_from(
     [
         "1e400",  # beyond a double: decodes to inf
@@ -801,7 +994,7 @@ setting_overrides = st.fixed_dictionaries(
     {
         "eventKey": st.sampled_from(["e", "n.e", "properties.eventName"]),
         "additionalPropertyMappings": st.sampled_from(
-            ["", "a.b:x, c.0:y, w\\.z:dot", "d:distinct_id", "t:t, a:a, c:c"]
+            ["", "a.b:x, c.0:y, w\\.z:dot", "d:distinct_id", "t:t, a:a, c:c", "c:$cookieless_mode"]
         ),
         "distinctIdKey": st.sampled_from(["", "d", "a.b"]),
         "missingDistinctId": st.sampled_from(["partitionKey", "fixed", "deadLetter"]),
@@ -812,7 +1005,8 @@ setting_overrides = st.fixed_dictionaries(
 # Everything of a record but its data: partition key, sequence, subsequence, arrival.
 Envelope = tuple[str, str, int, int]
 envelopes = st.tuples(
-    st.text(any_char, min_size=1, max_size=4) | st.just("pk-1"),  # may hold a lone surrogate
+    # may hold a lone surrogate, or be blank
+    st.text(any_char, min_size=1, max_size=4) | st.sampled_from(["pk-1", " ", "\u2003\t"]),
     st.from_regex(r"[0-9]{1,56}", fullmatch=True),
     st.integers(min_value=0, max_value=2**31),
     # From the epoch to the year 9999: arrival times are the stream's, not the record's.

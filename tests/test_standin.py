@@ -14,7 +14,14 @@ from typing import Any
 import pytest
 import requests
 
-from consumer.local.standin import BATCH_BODY_LIMIT, make_server
+from consumer.local.standin import (
+    BATCH_BODY_LIMIT,
+    EVENT_LIMIT,
+    CaptureEnvelope,
+    captured_message_bytes,
+    make_server,
+    ryu,
+)
 
 KEY = "phc_standin_test"
 OTHER_KEY = "phc_another_project"
@@ -86,6 +93,12 @@ def post(
             200,
         ),  # id in properties
         ({"api_key": KEY, "batch": [{**GOOD, "uuid": "not-a-uuid"}]}, 400),  # invalid uuid
+        (
+            {"api_key": KEY, "batch": [{**GOOD, "uuid": ""}]},
+            200,
+        ),  # "" is no uuid (capture mints one)
+        ({"api_key": KEY, "batch": [{**GOOD, "uuid": None}]}, 200),  # so is null
+        ({"api_key": KEY, "batch": [{**GOOD, "properties": []}]}, 400),  # properties not an object
         (b"{not json", 400),  # malformed body
         (b"\xff\xfe{}", 400),  # not UTF-8
     ],
@@ -93,6 +106,139 @@ def post(
 def test_batch_rules(url: str, body: Any, status: int) -> None:
     """Each of capture's rules gives capture's status."""
     assert status == post(url, body).status_code
+
+
+def batch_of(*events: dict[str, Any]) -> dict[str, Any]:
+    return {"api_key": KEY, "batch": list(events)}
+
+
+@pytest.mark.parametrize(
+    ("event", "status"),
+    [
+        ({**GOOD, "distinct_id": " \t\n"}, 400),  # blank once trimmed: MissingDistinctId
+        ({**GOOD, "distinct_id": "\u3000\u00a0"}, 400),  # Unicode White_Space trims too
+        ({**GOOD, "distinct_id": " u1 "}, 200),  # not blank: kept as sent
+        ({**GOOD, "distinct_id": "\x1c"}, 200),  # Python's strip() would strip it; Rust's trim not
+        ({**GOOD, "distinct_id": "\x00"}, 200),  # NUL becomes U+FFFD, which is not blank
+        ({**GOOD, "distinct_id": 7}, 200),  # a number is stringified
+        ({**GOOD, "distinct_id": None, "properties": {"distinct_id": "p"}}, 200),  # null: property
+        ({**GOOD, "distinct_id": None, "properties": {"distinct_id": " "}}, 400),  # blank property
+        ({"event": "e", "$distinct_id": "d"}, 200),  # the $distinct_id alias
+        ({**GOOD, "$distinct_id": "d"}, 400),  # both: serde's duplicate field
+        ({**GOOD, "properties": {"$cookieless_mode": True}}, 200),  # a boolean
+        ({**GOOD, "properties": {"$cookieless_mode": "true"}}, 400),  # InvalidCookielessMode
+        ({**GOOD, "properties": {"$cookieless_mode": None}}, 400),  # null is present, not boolean
+        ({**GOOD, "properties": {"$cookieless_mode": 1}}, 400),  # nor is a number
+        (
+            {**GOOD, "event": "$performance_event"},
+            400,
+        ),  # dropped, leaving none: EmptyPayloadFiltered
+        ({**GOOD, "properties": {"x": 1e400}}, 400),  # inf: serde_json's number out of range
+    ],
+)
+def test_event_rules(url: str, event: dict[str, Any], status: int) -> None:
+    """Each of process_single_event's refusals (and parsing's, for one event) gives its status."""
+    answer = post(url, batch_of(event))
+    assert status == answer.status_code, answer.text
+
+
+@pytest.mark.parametrize(
+    ("events", "text"),
+    [
+        (
+            [{**GOOD, "distinct_id": "  "}],
+            "event submitted without a distinct_id",
+        ),  # MissingDistinctId
+        (
+            [{**GOOD, "properties": {"$cookieless_mode": "on"}}],
+            "event submitted with invalid cookieless mode",
+        ),  # InvalidCookielessMode
+        (
+            [{**GOOD, "event": "$performance_event"}],
+            "payload empty after filtering invalid event types",
+        ),  # EmptyPayloadFiltered
+        (
+            [{**GOOD, "properties": {"s": '"' * 300_000}}, {**GOOD, "distinct_id": " "}],
+            "event submitted without a distinct_id",
+        ),  # every event is validated before the sink measures any
+    ],
+)
+def test_refusals_are_captures_plain_text(url: str, events: list[Any], text: str) -> None:
+    """Each refusal carries capture's message, and validation precedes the size check."""
+    answer = post(url, batch_of(*events))
+    assert (answer.status_code, answer.text) == (400, text)
+
+
+def test_performance_events_are_dropped_from_a_batch(url: str) -> None:
+    """Among other events a $performance_event is dropped, not refused: 200, never stored."""
+    answer = post(url, batch_of(GOOD, {**GOOD, "event": "$performance_event"}))
+    assert answer.status_code == 200
+    assert [e["event"] for e in get(url, "/_events")["events"]] == ["e"]
+    assert get(url, "/_stats")["dropped"] == {"performance_event": 1}
+
+
+def event_with(value: Any, count: int) -> dict[str, Any]:
+    return {**GOOD, "properties": {"v": [value] * count}}
+
+
+@pytest.mark.parametrize(
+    ("event", "status"),
+    [
+        # 300,000 quotes: 600 KB as sent (\"), 1.2 MB once escaped again inside the message
+        ({**GOOD, "properties": {"s": '"' * 300_000}}, 413),
+        ({**GOOD, "properties": {"s": "x" * 600_000}}, 200),  # the same size as sent, no quotes
+        ({**GOOD, "properties": {"s": "\\" * 300_000}}, 413),  # backslashes likewise
+        ({**GOOD, "properties": {"s": "\x01" * 120_000}}, 200),  # \u0001: 720 KB, 840 KB escaped
+        ({**GOOD, "properties": {"s": "\x01" * 150_000}}, 413),  # 900 KB, 1.05 MB escaped
+        # 1e-05 is 5 bytes as Python writes it, 7 as serde_json does (0.00001)
+        (event_with(1e-05, 125_000), 413),  # 750 KB sent, 1 MB in the message
+        (event_with(1e-06, 125_000), 200),  # 1e-06 is shorter as serde_json writes it (1e-6)
+        ({**GOOD, "event": "n" * 340_000}, 413),  # the name is in the message three times
+        ({**GOOD, "event": "n" * 320_000}, 200),  # just under: 3 x 320 KB and the rest
+    ],
+)
+def test_event_size_is_measured_as_capture_measures_it(
+    url: str, event: dict[str, Any], status: int
+) -> None:
+    """An event is too big when capture's Kafka message of it is, not when its own text is:
+    each of these is under 1 MB as sent."""
+    assert len(json.dumps(event).encode()) < EVENT_LIMIT
+    answer = post(url, batch_of(event), compress=True)
+    assert status == answer.status_code
+    if status == 413:
+        assert answer.text == "maximum event size exceeded: Event rejected by kafka during send"
+
+
+def test_measure_counts_the_message_not_only_the_event() -> None:
+    """A small event's message is its text escaped again, plus key, headers and overhead."""
+    envelope = CaptureEnvelope(token=KEY)
+    plain = captured_message_bytes({**GOOD, "properties": {"s": "ab"}}, envelope)
+    quoted = captured_message_bytes({**GOOD, "properties": {"s": 'a"'}}, envelope)
+    named = captured_message_bytes({**GOOD, "event": "ee", "properties": {"s": "ab"}}, envelope)
+    assert quoted - plain == 3  # " is \" in data, \\\" in the message: 4 bytes for 1
+    assert named - plain == 3  # one more byte of name in data, in the event field, in a header
+    assert plain > len(json.dumps(GOOD))
+
+
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [
+        (1e-05, "0.00001"),  # positional from exponent -5 (Python: 1e-05)
+        (1.5e-05, "0.000015"),  # with more digits
+        (1e-06, "1e-6"),  # scientific below, no leading zero in the exponent
+        (-2.5e-07, "-2.5e-7"),  # negative
+        (0.0001, "0.0001"),  # as Python
+        (1e15, "1000000000000000.0"),  # integral, positional up to 16 digits
+        (1e16, "1e16"),  # scientific from 17 digits, no "+"
+        (123.456, "123.456"),  # plain
+        (-0.0, "-0.0"),  # negative zero
+        (1.7976931348623157e308, "1.7976931348623157e308"),  # the largest double
+        (5e-324, "5e-324"),  # the smallest
+    ],
+)
+def test_ryu_writes_doubles_as_serde_json_does(value: float, text: str) -> None:
+    """The stand-in's model of serde_json's float output (ryu's format64)."""
+    assert ryu(value) == text
 
 
 @pytest.mark.parametrize(
@@ -267,6 +413,11 @@ DECIDE_BAD_KEY = {
             {"type": "authentication_error", "code": "not_authenticated"},
         ),  # no key at all
         ("/flags/?v=2", {"api_key": KEY}, 400, None),  # no distinct_id
+        ("/flags/?v=2", {"api_key": KEY, "distinct_id": None}, 400, None),  # null is none either
+        ("/flags/?v=2", {"api_key": KEY, "distinct_id": ""}, 200, {"flags": {}}),  # empty is fine
+        ("/flags/?v=2", {"api_key": KEY, "distinct_id": 42}, 200, {"flags": {}}),  # numbers too
+        ("/flags/?v=2", {"api_key": KEY, "distinct_id": ["x"]}, 400, None),  # not a string
+        ("/flags/?v=2", {"api_key": KEY, "$distinct_id": "x"}, 200, {"flags": {}}),  # alias
         # /decide, older self-hosted PostHog
         ("/decide/?v=3", {"api_key": KEY, "distinct_id": "x"}, 200, {"featureFlags": {}}),
         ("/decide/?v=3", {"api_key": OTHER_KEY, "distinct_id": "x"}, 401, DECIDE_BAD_KEY),

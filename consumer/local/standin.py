@@ -11,15 +11,26 @@ What it imitates was read from PostHog/posthog (``rust/capture``, ``rust/feature
   valid: personal_api_key``). Any well-formed key is accepted: events for the stand-in's
   project key are kept; events for any other key are answered 200 too and then
   dropped, as PostHog's ingestion drops them, and counted as ``dropped.invalid_token``.
-  Then 400 (plain text) for a body that is not JSON, an empty batch, a missing event
-  name or distinct_id, an invalid uuid; 413 for a body over 20 MiB (2 MiB on the
-  single-event paths) or an event over 1 MB; else 200 ``{"status":"Ok"}``, byte for byte
-  what the Rust capture sends. A GET (no body) is 400.
+  Then 400 (plain text) for a body that is not JSON (or nests deeper than serde_json's
+  128 levels, or holds a number beyond a double), an empty batch, an invalid uuid; then
+  events named ``$performance_event`` are dropped (counted as
+  ``dropped.performance_event``) and a request left with none is 400; then, event by
+  event as ``process_single_event`` does, 400 for an empty event name, a distinct_id
+  that is missing, null or blank once trimmed (Rust's ``str::trim``; stringified first if
+  not a string), a ``$cookieless_mode`` property that is not a boolean; then 413 for an
+  event whose Kafka message is over 1,000,000 bytes *as capture builds it*
+  (:func:`captured_message_bytes`: the event re-serialised as serde_json writes it,
+  escaped again as the ``data`` string of a CapturedEvent, plus key, headers and
+  librdkafka's overhead); also 413 for a body over 20 MiB (2 MiB on the single-event
+  paths); else 200 ``{"status":"Ok"}``, byte for byte what the Rust capture sends. A GET
+  (no body) is 400.
 * ``POST /flags/?v=2`` (or ``/flags``; body ``{"api_key" | "token", "distinct_id"}``,
   plain or gzip): 200 with an empty flags answer (``{"errorsWhileComputingFlags":false,
   "flags":{},"requestId":...}``; the legacy ``featureFlags`` shape without ``v``) for
   the project key; 401 ``{"type":"authentication_error","code":"authentication_failed",
-  ...}`` for any other key (``not_authenticated`` for none); 400 without distinct_id.
+  ...}`` for any other key (``not_authenticated`` for none); 400 without distinct_id
+  (missing or null; an empty one is accepted, and a number is read as text, as
+  ``FlagRequest`` in rust/feature-flags/src/flags/flag_request.rs does).
 * ``POST /decide/?v=3`` (older self-hosted PostHog): 200 with a minimal decide answer
   for the project key, 401 ``{"type":"authentication_error","code":"invalid_api_key",
   ...}`` for any other.
@@ -47,12 +58,14 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import threading
 import time
 import uuid
 import zlib
 from collections import Counter
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -62,11 +75,30 @@ from urllib.parse import parse_qs, urlsplit
 log = logging.getLogger(__name__)
 
 # PostHog's limits (rust/capture/src/router.rs): /batch/ body as sent, single-event
-# endpoints, decompressed body; one event (capture's event_size_limit).
+# endpoints, decompressed body.
 BATCH_BODY_LIMIT = 20 * 1024 * 1024
 CAPTURE_BODY_LIMIT = 2 * 1024 * 1024
 DECOMPRESSED_LIMIT = 100 * 1000 * 1000
+# One event's Kafka message: librdkafka's message.max.bytes, set from
+# kafka_producer_message_max_bytes (default 1000000, rust/capture/src/config.rs), which
+# counts value + key + headers + RD_KAFKAP_MESSAGE_V2_MAX_OVERHEAD (librdkafka's
+# rd_kafka_msg_max_wire_size: 5 + 1 + 10 + 5 + 5 + 5 + 5 bytes of varints).
 EVENT_LIMIT = 1000 * 1000
+KAFKA_MESSAGE_OVERHEAD = 36
+# serde_json (default features) gives up at 128 levels of nesting, the body included.
+SERDE_JSON_RECURSION_LIMIT = 128
+# serde_json reads integers within i64/u64 exactly, others as doubles.
+_I64_MIN, _U64_LIMIT = -(2**63), 2**64
+# RawEvent::extract_distinct_id_checked (rust/common/types/src/event.rs): NUL becomes
+# U+FFFD, an id empty once trimmed (Rust's str::trim: Unicode White_Space) is missing,
+# and the id is cut to 200 characters.
+RUST_WHITESPACE = (
+    "\t\n\x0b\x0c\r \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006"
+    "\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000"
+)
+DISTINCT_ID_MAX_CHARS = 200
+# RawRequest::events (rust/capture/src/v0_request.rs) drops these; none left is a 400.
+FILTERED_EVENT_NAMES = frozenset({"$performance_event"})
 # validate_token (rust/capture/src/token.rs): the longest key it lets through, in bytes,
 # and the prefix of personal API keys, which capture refuses.
 TOKEN_MAX_BYTES = 64
@@ -84,6 +116,10 @@ MISSING_KEY = "event submitted without an api_key"
 EMPTY_BATCH = "request holds no event"
 NO_EVENT_NAME = "event submitted with an empty event name"
 NO_DISTINCT_ID = "event submitted without a distinct_id"
+BAD_COOKIELESS_MODE = "event submitted with invalid cookieless mode"
+ALL_FILTERED = "payload empty after filtering invalid event types"
+# EventTooBig as the Kafka sink raises it when librdkafka refuses the message on send.
+EVENT_TOO_BIG = "maximum event size exceeded: Event rejected by kafka during send"
 INJECTED_TEXTS = {429: "rate limited", 503: "transient error, please retry"}
 # The flags service's 401 bodies (rust/feature-flags/src/api/errors.rs).
 FLAGS_BAD_KEY = {
@@ -335,10 +371,12 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             if isinstance(request, _RefusalError):
                 raise request
-            events, raw, key = self._validate(request, single=single)
+            events, raw, key, filtered = self._validate(request, single=single)
         except _RefusalError as refusal:
             self._answer(path, _Answer.text(refusal.status, str(refusal)), shards=shards)
             return
+        if filtered:
+            state.drop("performance_event", filtered)
         if key == state.api_key:
             state.accept(events, raw)
             accepted, dropped = len(events), 0
@@ -351,8 +389,11 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _validate(
         self, request: _Request, *, single: bool
-    ) -> tuple[list[dict[str, Any]], list[str], str]:
-        """Capture's checks, in its order: key shape, then events; -> (events, raw, key)."""
+    ) -> tuple[list[dict[str, Any]], list[str], str, int]:
+        """Capture's checks, in its order: key shape, then events.
+
+        -> (events kept, their text as sent, the key, how many events capture filtered out).
+        """
         document = request.document
         key = document.get("api_key", document.get("token"))
         if single and key is None:
@@ -379,10 +420,16 @@ class _Handler(BaseHTTPRequestHandler):
             raw = _raw_batch(request.text)
         if not events:
             raise _RefusalError(HTTPStatus.BAD_REQUEST, EMPTY_BATCH)
+        sent_at = document.get("sent_at")
+        envelope = CaptureEnvelope(
+            token=key.strip(),
+            ip=self.client_address[0],
+            sent_at=sent_at if isinstance(sent_at, str) else None,
+            historical_migration=document.get("historical_migration") is True,
+        )
         rejected = set(self.server.state.setting("reject_events") or ())
-        for event, text in zip(events, raw, strict=True):
-            _validate_event(event, text, rejected)
-        return events, raw, key.strip()
+        kept, kept_raw = _process_events(document, events, raw, envelope, rejected)
+        return kept, kept_raw, envelope.token, len(events) - len(kept)
 
     # -- flags and decide ------------------------------------------------------------
 
@@ -394,8 +441,16 @@ class _Handler(BaseHTTPRequestHandler):
                 HTTPStatus.BAD_REQUEST,
                 f"Failed to decode request: {refusal}. Please check your request format and try again.",
             )
-        if document.get("distinct_id") in (None, ""):
+        distinct_id = document.get("distinct_id", document.get("$distinct_id"))
+        if distinct_id is None:
             return _Answer.text(HTTPStatus.BAD_REQUEST, FLAGS_NO_DISTINCT_ID)
+        if isinstance(distinct_id, bool) or not isinstance(distinct_id, str | int | float):
+            # FlagRequest's distinct_id reads a string or a number; anything else fails it.
+            return _Answer.text(
+                HTTPStatus.BAD_REQUEST,
+                "Failed to decode request: invalid JSON. "
+                "Please check your request format and try again.",
+            )
         key = document.get("token", document.get("api_key"))
         if not key:
             return _Answer.json(HTTPStatus.UNAUTHORIZED, FLAGS_NO_KEY)
@@ -596,33 +651,280 @@ def _shards_of(request: _Request | Exception) -> tuple[str, ...]:
     return tuple(sorted(shards))
 
 
-def _validate_event(event: Any, text: str, rejected: set[str]) -> None:
+def _process_events(
+    document: dict[str, Any],
+    events: list[Any],
+    raw: list[str],
+    envelope: CaptureEnvelope,
+    rejected: set[str],
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """Capture's per-event rules, in its order; -> the events it keeps and their text.
+
+    Parsing (RawRequest, rust/capture/src/v0_request.rs) refuses the whole request
+    first; then events named in FILTERED_EVENT_NAMES are dropped; then each event goes
+    through process_single_event; only then does the sink produce, refusing an event
+    whose message is too large.
+    """
+    if _nesting_depth(document) >= SERDE_JSON_RECURSION_LIMIT:
+        raise _RefusalError(
+            HTTPStatus.BAD_REQUEST, "failed to parse request: recursion limit exceeded"
+        )
+    for event in events:
+        _check_parsable(event)
+    kept = [
+        (event, text)
+        for event, text in zip(events, raw, strict=True)
+        if event.get("event") not in FILTERED_EVENT_NAMES
+    ]
+    if not kept:
+        raise _RefusalError(HTTPStatus.BAD_REQUEST, ALL_FILTERED)
+    for event, _ in kept:
+        _validate_event(event, rejected)
+    for event, _ in kept:
+        if captured_message_bytes(event, envelope) > EVENT_LIMIT:
+            raise _RefusalError(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, EVENT_TOO_BIG)
+    return [event for event, _ in kept], [text for _, text in kept]
+
+
+def _check_parsable(event: Any) -> None:
+    """What deserialising a RawEvent (rust/common/types/src/event.rs) refuses, as a 400."""
     if not isinstance(event, dict):
         raise _RefusalError(
             HTTPStatus.BAD_REQUEST, "failed to parse request: an event is not an object"
         )
-    name = event.get("event")
-    if not isinstance(name, str) or not name:
-        raise _RefusalError(HTTPStatus.BAD_REQUEST, NO_EVENT_NAME)
-    properties = event.get("properties")
-    distinct = event.get("distinct_id")
-    if distinct is None and isinstance(properties, dict):
-        distinct = properties.get("distinct_id")
-    if distinct in (None, ""):
-        raise _RefusalError(HTTPStatus.BAD_REQUEST, NO_DISTINCT_ID)
-    if "uuid" in event:
+    if "distinct_id" in event and "$distinct_id" in event:
+        raise _RefusalError(
+            HTTPStatus.BAD_REQUEST, "failed to parse request: duplicate field `distinct_id`"
+        )
+    if "properties" in event and not isinstance(event["properties"], dict):
+        raise _RefusalError(
+            HTTPStatus.BAD_REQUEST, "failed to parse request: properties is not an object"
+        )
+    identifier = event.get("uuid")
+    # empty_string_uuid_is_none: null and "" are no uuid; anything else must parse.
+    if identifier not in (None, ""):
         try:
-            uuid.UUID(str(event["uuid"]))
+            uuid.UUID(identifier if isinstance(identifier, str) else "not a string")
         except ValueError as exc:
             raise _RefusalError(
                 HTTPStatus.BAD_REQUEST, "failed to parse request: invalid uuid"
             ) from exc
-    if len(text.encode()) > EVENT_LIMIT:
-        raise _RefusalError(
-            HTTPStatus.REQUEST_ENTITY_TOO_LARGE, "maximum event size exceeded: event too big"
-        )
+
+
+def _validate_event(event: dict[str, Any], rejected: set[str]) -> None:
+    """process_single_event's refusals (rust/capture/src/events/analytics.rs), in its order."""
+    name = event.get("event")
+    if not isinstance(name, str) or not name:
+        raise _RefusalError(HTTPStatus.BAD_REQUEST, NO_EVENT_NAME)
+    if captured_distinct_id(event) is None:
+        raise _RefusalError(HTTPStatus.BAD_REQUEST, NO_DISTINCT_ID)
+    properties = event.get("properties")
+    cookieless = (
+        properties.get("$cookieless_mode", False) if isinstance(properties, dict) else False
+    )
+    if not isinstance(cookieless, bool):  # null included: present and not a boolean
+        raise _RefusalError(HTTPStatus.BAD_REQUEST, BAD_COOKIELESS_MODE)
     if name in rejected:
         raise _RefusalError(HTTPStatus.BAD_REQUEST, f"event {name!r} rejected (stand-in rule)")
+
+
+def captured_distinct_id(event: dict[str, Any]) -> str | None:
+    """The distinct id capture extracts from ``event``, or None (MissingDistinctId)."""
+    value = event.get("distinct_id", event.get("$distinct_id"))
+    if value is None:
+        properties = event.get("properties")
+        value = properties.get("distinct_id") if isinstance(properties, dict) else None
+    if value is None:
+        return None
+    text = value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
+    text = text.replace("\0", "\ufffd")
+    if not text.strip(RUST_WHITESPACE):
+        return None
+    return text[:DISTINCT_ID_MAX_CHARS]
+
+
+@dataclass(frozen=True, slots=True)
+class CaptureEnvelope:
+    """What capture adds to every event of a request: the request's token, IP and flags."""
+
+    token: str
+    ip: str = "127.0.0.1"
+    sent_at: str | None = None
+    historical_migration: bool = False
+
+
+def captured_message_bytes(event: dict[str, Any], envelope: CaptureEnvelope) -> int:
+    """The bytes librdkafka counts for the Kafka message capture makes of ``event``.
+
+    process_single_event (rust/capture/src/events/analytics.rs) serialises the RawEvent
+    with serde_json into ``data``, and the sink (rust/capture/src/sinks/kafka.rs)
+    serialises the CapturedEvent (rust/common/types/src/event.rs) holding it as the
+    message value, keyed ``token:distinct_id``, with ``to_headers()``. librdkafka refuses
+    value + key + headers + :data:`KAFKA_MESSAGE_OVERHEAD` over :data:`EVENT_LIMIT`.
+    ``event`` must have passed :func:`_validate_event`. The value is built and escaped
+    for real (json.dumps escapes strings exactly as serde_json does); only the numbers
+    are counted at the length ryu gives them (:func:`ryu`).
+    """
+    raw_event = _raw_event(event)
+    growth = _number_growth(raw_event)
+    try:
+        data = json.dumps(raw_event, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    except ValueError as exc:
+        raise _RefusalError(
+            HTTPStatus.BAD_REQUEST, "failed to parse request: number out of range"
+        ) from exc
+    distinct_id = captured_distinct_id(event) or ""
+    properties = event.get("properties")
+    cookieless = isinstance(properties, dict) and properties.get("$cookieless_mode") is True
+    # chrono's to_rfc3339_opts(SecondsFormat::AutoSi, true) of a clock with nanoseconds.
+    now = datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "000Z")
+    timestamp = event.get("timestamp") if isinstance(event.get("timestamp"), str) else now
+    identifier = event.get("uuid")
+    identifier = str(uuid.UUID(identifier)) if identifier else str(uuid.uuid4())
+    captured: dict[str, Any] = {
+        "uuid": identifier,
+        "distinct_id": distinct_id,
+        "ip": envelope.ip,
+        "data": data,
+        "now": now,
+        **({"sent_at": envelope.sent_at} if envelope.sent_at else {}),
+        "token": envelope.token,
+        "event": event["event"],
+        "timestamp": timestamp,
+        **({"is_cookieless_mode": True} if cookieless else {}),
+        **({"historical_migration": True} if envelope.historical_migration else {}),
+    }
+    # Digits contain nothing JSON escapes, so the numbers' growth survives the escaping as is.
+    value = _utf8_len(json.dumps(captured, separators=(",", ":"), ensure_ascii=False)) + growth
+    key = _utf8_len(f"{envelope.token}:{envelope.ip if cookieless else distinct_id}")
+    headers = {
+        "token": envelope.token,
+        "distinct_id": distinct_id,
+        "session_id": None,
+        "timestamp": "1700000000000",  # milliseconds, 13 digits until 2286
+        "event": event["event"],
+        "uuid": identifier,
+        "now": now,
+        "force_disable_person_processing": None,
+        "historical_migration": "true" if envelope.historical_migration else None,
+    }
+    return value + key + _headers_bytes(headers) + KAFKA_MESSAGE_OVERHEAD
+
+
+def _raw_event(event: dict[str, Any]) -> dict[str, Any]:
+    """``event`` as a RawEvent holds it: its known fields only, ``uuid`` always present."""
+    raw: dict[str, Any] = {}
+    for name, aliases in (("token", ("$token", "api_key")), ("distinct_id", ("$distinct_id",))):
+        for key in (name, *aliases):
+            if event.get(key) is not None:
+                raw[name] = event[key]
+                break
+    identifier = event.get("uuid")
+    raw["uuid"] = str(uuid.UUID(identifier)) if identifier else None
+    raw["event"] = event["event"]
+    raw["properties"] = event.get("properties") or {}
+    for name in ("timestamp", "offset", "$set", "$set_once"):
+        if event.get(name) is not None:
+            raw[name] = event[name]
+    return raw
+
+
+def _number_growth(value: Any) -> int:
+    """Bytes serde_json writes for the numbers in ``value`` beyond what json.dumps writes."""
+    growth = 0
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+        elif type(item) is float:
+            if not math.isfinite(item):
+                raise _RefusalError(
+                    HTTPStatus.BAD_REQUEST, "failed to parse request: number out of range"
+                )
+            growth += len(ryu(item)) - len(repr(item))
+        elif type(item) is int and not _I64_MIN <= item < _U64_LIMIT:
+            try:
+                as_double = float(item)
+            except OverflowError as exc:
+                raise _RefusalError(
+                    HTTPStatus.BAD_REQUEST, "failed to parse request: number out of range"
+                ) from exc
+            growth += len(ryu(as_double)) - len(str(item))
+    return growth
+
+
+def ryu(value: float) -> str:
+    """``value`` as serde_json writes a double (the ryu crate's format64).
+
+    Positional for decimal exponents -5 to 15 (``0.00001``, ``1000.0``), else scientific
+    without ``+`` or leading zeros (``1e16``, ``1.5e-7``). The digits are the shortest
+    that round-trip, which Python's repr also writes.
+    """
+    if not math.isfinite(value):
+        raise ValueError(f"{value} is not finite")
+    sign = "-" if math.copysign(1.0, value) < 0 else ""
+    if value == 0:
+        return f"{sign}0.0"
+    mantissa, _, exponent = repr(abs(value)).partition("e")
+    whole, _, fraction = mantissa.partition(".")
+    digits = (whole + fraction).lstrip("0")
+    # kk: the decimal point sits after kk digits (10**(kk-1) <= value < 10**kk).
+    kk = len(whole.lstrip("0")) if whole.strip("0") else len(fraction.lstrip("0")) - len(fraction)
+    kk += int(exponent or 0)
+    digits = digits.rstrip("0")
+    count = len(digits)
+    if count <= kk <= 16:
+        text = digits + "0" * (kk - count) + ".0"
+    elif 0 < kk <= 16:
+        text = f"{digits[:kk]}.{digits[kk:]}"
+    elif -5 < kk <= 0:
+        text = "0." + "0" * -kk + digits
+    elif count == 1:
+        text = f"{digits}e{kk - 1}"
+    else:
+        text = f"{digits[0]}.{digits[1:]}e{kk - 1}"
+    return sign + text
+
+
+def _headers_bytes(headers: dict[str, str | None]) -> int:
+    """rd_kafka_headers_serialized_size: per header, varint lengths, name and value."""
+    total = 0
+    for name, value in headers.items():
+        name_len = len(name.encode())
+        value_len = -1 if value is None else _utf8_len(value)
+        total += _varint_bytes(name_len) + name_len + _varint_bytes(value_len)
+        total += max(0, value_len)
+    return total
+
+
+def _varint_bytes(number: int) -> int:
+    """Size of a zigzag varint, as Kafka's record format writes lengths."""
+    zigzag = (number << 1) ^ (number >> 63)
+    size = 1
+    while zigzag >= 0x80:  # seven bits per byte
+        zigzag >>= 7
+        size += 1
+    return size
+
+
+def _utf8_len(text: str) -> int:
+    return len(text.encode("utf-8", "surrogatepass"))
+
+
+def _nesting_depth(document: Any) -> int:
+    """How many arrays/objects are open at the deepest point of ``document``, iteratively."""
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(document, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list):
+            deepest = max(deepest, depth)
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend((child, depth + 1) for child in children)
+    return deepest
 
 
 class _Server(ThreadingHTTPServer):
