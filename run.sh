@@ -3,6 +3,9 @@
 #
 #   ./run.sh                          embedded local default: emulators, demo stream,
 #                                     capture stand-in, one worker (Ctrl+C stops it all)
+#   ./run.sh local [--records N] [--until-delivered]
+#                                     the same with options: `python -m local demo`
+#                                     (local/ is repository tooling, not installed)
 #   ./run.sh properties/app.properties   one worker in the foreground, endpoints from the file
 #   ./run.sh test [pytest args]       the whole test suite (what CI runs)
 #   ./run.sh check|preview PROPS ...  validate settings / show the event a record becomes
@@ -72,12 +75,13 @@ case "$command" in
     cd "$ROOT" && exec "$VENV/bin/python" -m pytest "$@" ;;
   local)
     [ $# -gt 0 ] && shift; setup
-    exec "$VENV/bin/python" -m consumer local "$@" ;;
+    # local/ is repository tooling, not installed with the package: run it from here.
+    cd "$ROOT" && exec "$VENV/bin/python" -m local demo "$@" ;;
   check|preview)
     shift; setup
     exec "$VENV/bin/python" -m consumer "$command" "$@" ;;
   -h|--help|help)
-    sed -n '2,14p' "$0" ;;
+    sed -n '2,16p' "$0" ;;
   *)
     if [ ! -f "$command" ]; then
       say "no such properties file: $command (try ./run.sh --help)"; exit 64

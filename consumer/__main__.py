@@ -1,7 +1,9 @@
-"""Command line: ``python -m consumer [process|run|preview|check|local|standin]``.
+"""Command line: ``python -m consumer [process|run|preview|check|watch-leader]``.
 
 ``process`` (the default, what ``executableName`` starts) speaks the KCL protocol on
-stdin/stdout; every other command is for people. Logs always go to stderr.
+stdin/stdout; ``watch-leader`` is started by ``run``; the rest is for people. Logs
+always go to stderr. The local default and the capture stand-in are repository
+tooling, not installed: ``python -m local demo|standin`` from the repository root.
 """
 
 from __future__ import annotations
@@ -23,10 +25,10 @@ PROPERTIES_ENV = config.PROPERTIES_ENV
 log = logging.getLogger("consumer")
 
 
-def main(argv: Sequence[str] | None = None) -> int:  # noqa: PLR0911 - one return per command
+def main(argv: Sequence[str] | None = None) -> int:
     """Parse the command line and run one command; returns the exit status."""
     args = _parser().parse_args(argv)
-    _configure_logging()
+    configure_logging()
     command = args.command or "process"
     try:
         if command == "process":
@@ -43,17 +45,8 @@ def main(argv: Sequence[str] | None = None) -> int:  # noqa: PLR0911 - one retur
             from consumer.tools import check
 
             return check(Path(args.properties_file))
-        if command == "local":
-            from consumer.local.demo import run_demo
-
-            return run_demo(records=args.records, until_delivered=args.until_delivered)
         if command == "watch-leader":
             return _watch_leader(args.parent_pid)
-        if command == "standin":
-            from consumer.local.standin import serve
-
-            record_file = Path(args.record_file) if args.record_file else None
-            return serve(port=args.port, api_key=args.api_key, record_file=record_file)
     except ConfigError as exc:
         log.critical("%s", exc)
         return ExitStatus.CONFIG
@@ -79,15 +72,17 @@ def _process(properties: str | None) -> int:
 
 def _watch_leader(parent_pid: int) -> int:
     """Run the leader-lock watchdog beside the daemon (started by ``run``)."""
-    from consumer import leader
+    from consumer import leader, wiring
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # it ends when the daemon does
     settings, properties = config.load_with_properties(Path(os.environ[PROPERTIES_ENV]))
     table = leader.coordinator_table(dict(properties), settings.application_name)
-    return leader.watch(settings, table, parent_pid, settings.leader_lock_stale_seconds)
+    access = wiring.aws_access(settings)
+    return leader.watch(access, table, parent_pid, settings.leader_lock_stale_seconds)
 
 
-def _configure_logging() -> None:
+def configure_logging() -> None:
+    """Log to stderr (stdout is the KCL protocol), at ``$LOG_LEVEL`` (default INFO)."""
     level = os.environ.get("LOG_LEVEL", "INFO").upper()
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(
@@ -117,23 +112,10 @@ def _parser() -> argparse.ArgumentParser:
         "check", help="validate the properties and probe Kinesis, DynamoDB, PostHog"
     )
     check.add_argument("properties_file")
-    local = commands.add_parser(
-        "local", help="embedded local default: emulators, demo stream, stand-in"
-    )
-    local.add_argument(
-        "--records", type=int, default=200, help="sample records to put (default 200)"
-    )
-    local.add_argument(
-        "--until-delivered", action="store_true", help="exit once every record arrived"
-    )
     watch = commands.add_parser(
         "watch-leader", help="release a dead KCL leader's lock (started by run)"
     )
     watch.add_argument("--parent-pid", type=int, required=True)
-    standin = commands.add_parser("standin", help="run the PostHog capture stand-in")
-    standin.add_argument("--port", type=int, default=8000)
-    standin.add_argument("--api-key", default="phc_local")
-    standin.add_argument("--record-file", help="append accepted events here; reload them on start")
     return parser
 
 

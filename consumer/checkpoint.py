@@ -4,8 +4,10 @@ The daemon answers a checkpoint with the simple name of a Java exception; it is
 mapped to :class:`CheckpointFailure` here and nowhere else:
 
 * ``ThrottlingException``, ``KinesisClientLibDependencyException``: DynamoDB was busy
-  or unreachable: back off and retry a few times, then leave it to the next cadence
-  (the position is kept, so a later checkpoint covers it).
+  or unreachable: back off and retry (:meth:`RetryPolicy.call
+  <consumer.retry.RetryPolicy.call>`, at most :data:`MAX_CHECKPOINT_ATTEMPTS` attempts),
+  then leave it to the next cadence (the position is kept, so a later checkpoint covers
+  it).
 * ``ShutdownException``: the lease is gone: stop checkpointing for good.
 * anything else (``InvalidStateException``, ``IllegalArgumentException``): log with
   context; retrying the same call cannot help.
@@ -26,7 +28,8 @@ from consumer.retry import RetryPolicy
 
 log = logging.getLogger(__name__)
 
-# Retries of one checkpoint call before leaving it to the next cadence.
+# Attempts at one checkpoint call (retryable refusals only) before leaving it to the
+# next cadence.
 MAX_CHECKPOINT_ATTEMPTS = 5
 
 
@@ -122,38 +125,60 @@ class CheckpointKeeper:
         return self._call(checkpointer, None, None)
 
     def _call(self, checkpointer: KclCheckpointer, sequence: str | None, sub: int | None) -> bool:
+        """Ask for one checkpoint, retrying only a retryable refusal; True if it was written."""
         if self.lease_gone:
             return False
-        for attempt in range(1, MAX_CHECKPOINT_ATTEMPTS + 1):
+        where = sequence or "SHARD_END"
+
+        def checkpoint_once() -> CheckpointError | None:
+            # Only a retryable refusal is raised (for the policy to retry); any other
+            # refusal is returned, to be handled by its kind below.
             try:
                 checkpointer.checkpoint(sequence, sub)
             except CheckpointError as exc:
-                kind = CheckpointFailure.of(str(exc.value))
-                if kind is CheckpointFailure.LEASE_GONE:
-                    log.warning(
-                        "shard %s: lease gone (ShutdownException); not checkpointing",
-                        self._shard_id,
-                    )
-                    self.lease_gone = True
-                    return False
-                if kind is CheckpointFailure.FATAL:
-                    log.error(  # noqa: TRY400 - the answer is a name, there is no traceback to show
-                        "shard %s: checkpoint at %s refused: %s",
-                        self._shard_id,
-                        sequence or "SHARD_END",
-                        exc.value,
-                    )
-                    return False
-                delay = self._policy.delay(attempt=attempt)
-                log.warning(
-                    "shard %s: checkpoint %s (attempt %d), retrying in %.1fs",
-                    self._shard_id,
-                    exc.value,
-                    attempt,
-                    delay,
-                )
-                self._sleep(delay)
-                continue
-            log.debug("shard %s: checkpointed at %s", self._shard_id, sequence or "SHARD_END")
+                if _kind(exc) is CheckpointFailure.RETRYABLE:
+                    raise
+                return exc
+            return None
+
+        def on_retry(attempt: int, delay: float, exc: CheckpointError) -> None:
+            log.warning(
+                "shard %s: checkpoint %s (attempt %d), retrying in %.1fs",
+                self._shard_id,
+                exc.value,
+                attempt,
+                delay,
+            )
+
+        try:
+            refused = self._policy.call(
+                checkpoint_once,
+                retryable=CheckpointError,
+                sleep=self._sleep,
+                on_retry=on_retry,
+                max_attempts=MAX_CHECKPOINT_ATTEMPTS,
+            )
+        except CheckpointError as exc:
+            log.warning(
+                "shard %s: checkpoint %s (attempt %d); leaving %s to the next checkpoint",
+                self._shard_id,
+                exc.value,
+                MAX_CHECKPOINT_ATTEMPTS,
+                where,
+            )
+            return False
+        if refused is None:
+            log.debug("shard %s: checkpointed at %s", self._shard_id, where)
             return True
+        if _kind(refused) is CheckpointFailure.LEASE_GONE:
+            log.warning(
+                "shard %s: lease gone (ShutdownException); not checkpointing", self._shard_id
+            )
+            self.lease_gone = True
+            return False
+        log.error("shard %s: checkpoint at %s refused: %s", self._shard_id, where, refused.value)
         return False
+
+
+def _kind(error: CheckpointError) -> CheckpointFailure:
+    return CheckpointFailure.of(str(error.value))

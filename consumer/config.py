@@ -17,7 +17,6 @@ involve two keys follow the table as small functions (:data:`_RULES`).
 from __future__ import annotations
 
 import dataclasses
-import enum
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import KW_ONLY, dataclass
@@ -28,7 +27,9 @@ from urllib.parse import urlsplit
 
 from consumer import kclkeys, paths, urls
 from consumer import settings_parsers as p
+from consumer.deadletter import DeadLetterKind, DeadLetterTarget
 from consumer.errors import ConfigError
+from consumer.mapping import MissingDistinctId, PropertyMapping
 from consumer.propfile import read_properties
 
 ENV_PREFIX = "KINESIS_POSTHOG_"
@@ -47,18 +48,6 @@ DEFAULT_CHECKPOINT_SECONDS = 10.0
 DEFAULT_CHECKPOINT_RECORDS = 10_000
 
 
-class MissingDistinctId(enum.StrEnum):
-    """What to do with a record whose ``distinctIdKey`` is absent."""
-
-    PARTITION_KEY = "partitionKey"
-    FIXED = "fixed"
-    DEAD_LETTER = "deadLetter"
-
-
-# Built by their parsers, and defined beside them; other modules import them from here.
-DeadLetterKind = p.DeadLetterKind
-DeadLetterTarget = p.DeadLetterTarget
-PropertyMapping = p.PropertyMapping
 DEFAULT_DEAD_LETTER = DeadLetterTarget(DeadLetterKind.FILE, "dead-letter.jsonl")
 
 

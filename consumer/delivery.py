@@ -61,7 +61,7 @@ from consumer.errors import (
     RefusalStreakError,
     RetryableDeliveryError,
 )
-from consumer.mapping import KinesisRecord, MappedEvent
+from consumer.record import KinesisRecord, MappedEvent
 from consumer.retry import RetryPolicy
 from consumer.sender import Sender
 
@@ -182,23 +182,19 @@ class Delivery:
         """Write ``entries`` to the sink, backing off while it fails; never gives up."""
         if not entries:
             return
-        attempt = 0
-        while True:
-            try:
-                self._sink.write(entries)
-            except DeadLetterError as exc:
-                attempt += 1
-                delay = self._policy.delay(attempt=attempt)
-                log.warning(
-                    "dead-letter write failed (attempt %d), retrying in %.1fs: %s",
-                    attempt,
-                    delay,
-                    exc,
-                )
-                self._sleep(delay)
-                continue
-            self.stats.dead_lettered.update(entry.reason for entry in entries)
-            return
+
+        def on_retry(attempt: int, delay: float, exc: DeadLetterError) -> None:
+            log.warning(
+                "dead-letter write failed (attempt %d), retrying in %.1fs: %s", attempt, delay, exc
+            )
+
+        self._policy.call(
+            lambda: self._sink.write(entries),
+            retryable=DeadLetterError,
+            sleep=self._sleep,
+            on_retry=on_retry,
+        )
+        self.stats.dead_lettered.update(entry.reason for entry in entries)
 
     def _try(self, batch: list[Pending]) -> _Refusal | None:
         """Send ``batch``; None if PostHog accepted it, else its refusal (400 or 413)."""
@@ -211,28 +207,31 @@ class Delivery:
 
     def _post(self, payloads: list[bytes]) -> None:
         """Send until PostHog answers anything but a retryable failure; note an acceptance."""
-        attempt = 0
-        while True:
+
+        def send() -> None:
             self.stats.requests += 1
-            try:
-                self._sender.send(payloads)
-            except RetryableDeliveryError as exc:
-                attempt += 1
-                self.stats.retries += 1
-                delay = self._policy.delay(attempt=attempt, retry_after=exc.retry_after)
-                log.warning(
-                    "shard %s: %s; attempt %d failed, retrying in %.1fs",
-                    self._shard_id,
-                    exc,
-                    attempt,
-                    delay,
-                )
-                self._sleep(delay)
-                continue
-            self._refused_in_a_row = 0
-            self._accepted_this_call = True
-            self._known_good = min(payloads, key=len)
-            return
+            self._sender.send(payloads)
+
+        def on_retry(attempt: int, delay: float, exc: RetryableDeliveryError) -> None:
+            self.stats.retries += 1
+            log.warning(
+                "shard %s: %s; attempt %d failed, retrying in %.1fs",
+                self._shard_id,
+                exc,
+                attempt,
+                delay,
+            )
+
+        self._policy.call(
+            send,
+            retryable=RetryableDeliveryError,
+            sleep=self._sleep,
+            on_retry=on_retry,
+            retry_after=lambda exc: exc.retry_after,
+        )
+        self._refused_in_a_row = 0
+        self._accepted_this_call = True
+        self._known_good = min(payloads, key=len)
 
     def _refused_alone(self, item: Pending, exc: _Refusal, refused: list[_Refused]) -> None:
         refused.append(_Refused(item, exc))

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from consumer.config import Settings
+from consumer.aws import AwsAccess, client
 
 log = logging.getLogger(__name__)
 
@@ -121,11 +121,9 @@ def coordinator_table(properties: dict[str, str], application_name: str) -> str:
     return properties.get("coordinatorStateTableName") or f"{application_name}-CoordinatorState"
 
 
-def watch(settings: Settings, table: str, parent_pid: int, stale_after: float | None) -> int:
-    """Run until ``parent_pid`` (the daemon) is gone."""
-    from consumer.aws import client
-
-    watchdog = LeaderLockWatchdog(table, client(settings, "dynamodb"), stale_after=stale_after)
+def watch(access: AwsAccess, table: str, parent_pid: int, stale_after: float | None) -> int:
+    """Run until ``parent_pid`` (the daemon) is gone, using DynamoDB where ``access`` says."""
+    watchdog = LeaderLockWatchdog(table, client(access, "dynamodb"), stale_after=stale_after)
     while os.getppid() == parent_pid:
         watchdog.check()
         time.sleep(POLL_SECONDS)

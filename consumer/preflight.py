@@ -23,10 +23,11 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from consumer.config import DeadLetterKind, Settings
-from consumer.deadletter import DEAD_LETTER_FILE_MODE
+from consumer import aws, wiring
+from consumer.config import Settings
+from consumer.deadletter import DEAD_LETTER_FILE_MODE, DeadLetterKind
 from consumer.errors import ConfigError, DeliveryError
 from consumer.sender import RequestsTransport, Response, Transport
 
@@ -206,18 +207,15 @@ def probe_dead_letter(settings: Settings) -> str:
     return f"dead-letter file {path} is writable"
 
 
-def _call(
-    settings: Settings, service: Literal["kinesis", "dynamodb"], call: Callable[[Any], Any]
-) -> Any:
+def _call(settings: Settings, service: aws.Service, call: Callable[[Any], Any]) -> Any:
     from botocore.exceptions import BotoCoreError, ClientError
 
-    from consumer.aws import client
-
+    access = wiring.aws_access(settings)
     name = {"kinesis": "Kinesis", "dynamodb": "DynamoDB"}[service]
-    endpoint = settings.kinesis_endpoint if service == "kinesis" else settings.dynamodb_endpoint
+    endpoint = access.endpoint(service)
     try:
-        aws = client(settings, service)  # inside: a missing region raises here
-        endpoint = aws.meta.endpoint_url
-        return call(aws)
+        client = aws.client(access, service)  # inside: a missing region raises here
+        endpoint = client.meta.endpoint_url
+        return call(client)
     except (BotoCoreError, ClientError) as exc:
         raise ProbeError(f"{name} at {endpoint or 'the AWS default endpoint'}: {exc}") from exc

@@ -23,12 +23,12 @@ from typing import Any, TypeVar
 from amazon_kclpy.v3 import processor as kcl
 
 from consumer.checkpoint import CheckpointKeeper, Position
-from consumer.config import Settings
 from consumer.deadletter import DeadLetter
 from consumer.delivery import Delivery, Pending
 from consumer.errors import AuthenticationError, PermanentDeliveryError, RecordError
 from consumer.exits import ExitStatus
-from consumer.mapping import KinesisRecord, Mapper
+from consumer.mapping import Mapper
+from consumer.record import KinesisRecord
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +36,8 @@ log = logging.getLogger(__name__)
 EXIT_UNEXPECTED = ExitStatus.UNEXPECTED
 EXIT_POSTHOG_REFUSED = ExitStatus.CONFIG
 
+# Each builds one shard's part from its shard id (see consumer.wiring).
+MapperFactory = Callable[[str], Mapper]
 DeliveryFactory = Callable[[str], Delivery]
 KeeperFactory = Callable[[str], CheckpointKeeper]
 _F = TypeVar("_F", bound=Callable[..., None])
@@ -69,10 +71,19 @@ class RecordProcessor(kcl.RecordProcessorBase):  # type: ignore[misc]
     """amazon-kclpy v3 processor for one shard lease."""
 
     def __init__(
-        self, settings: Settings, delivery: DeliveryFactory, keeper: KeeperFactory
+        self,
+        *,
+        stream: str,
+        mapper: MapperFactory,
+        delivery: DeliveryFactory,
+        keeper: KeeperFactory,
     ) -> None:
-        """Collaborators are built per shard in :meth:`initialize`, from these factories."""
-        self._settings = settings
+        """Collaborators are built per shard in :meth:`initialize`, from these factories.
+
+        ``stream`` is the source stream's name, which every dead letter records.
+        """
+        self._stream = stream
+        self._mapper_factory = mapper
         self._delivery_factory = delivery
         self._keeper_factory = keeper
         self.shard_id = "?"
@@ -85,7 +96,7 @@ class RecordProcessor(kcl.RecordProcessorBase):  # type: ignore[misc]
     def initialize(self, initialize_input: Any) -> None:
         """Bind this process to its shard."""
         self.shard_id = initialize_input.shard_id
-        self._mapper = Mapper(self._settings, self.shard_id)
+        self._mapper = self._mapper_factory(self.shard_id)
         self._delivery = self._delivery_factory(self.shard_id)
         self._keeper = self._keeper_factory(self.shard_id)
         log.info("shard %s: starting after %s", self.shard_id, initialize_input.sequence_number)
@@ -106,7 +117,7 @@ class RecordProcessor(kcl.RecordProcessorBase):  # type: ignore[misc]
                 rejected.append(
                     DeadLetter.of(
                         record,
-                        stream=self._settings.stream_name,
+                        stream=self._stream,
                         shard_id=self.shard_id,
                         reason=exc.reason,
                         detail=exc.detail,

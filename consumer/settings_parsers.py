@@ -4,7 +4,9 @@ A parser is called as ``parse(key, value)`` with ``value`` stripped and never em
 absent or blank key takes the table's default instead). It returns the typed value or
 raises :class:`~consumer.errors.ConfigError` naming ``key``, the value (never a secret, nor
 a ``user:password@``) and what is allowed. Number parsers carry their bounds, which README's
-table shows too. :mod:`consumer.config` re-exports the types; import them from there.
+table shows too. The value types they build belong to the stages that read them
+(:class:`~consumer.mapping.PropertyMapping`, :class:`~consumer.deadletter.DeadLetterTarget`),
+so that those stages never import the settings.
 """
 
 from __future__ import annotations
@@ -15,7 +17,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from consumer import paths, urls
+from consumer.deadletter import DeadLetterKind, DeadLetterTarget
 from consumer.errors import ConfigError
+from consumer.mapping import PropertyMapping
 
 Parser = Callable[[str, str], object]
 
@@ -24,29 +28,6 @@ _FALSE = frozenset({"false", "no", "0", "off"})
 # AWS's rule for stream names (CreateStream: StreamName).
 _STREAM_NAME = re.compile(r"[a-zA-Z0-9_.-]{1,128}")
 _STREAM_NAME_RULE = "a Kinesis stream name: 1 to 128 of a-z A-Z 0-9 _ . -"
-
-
-class DeadLetterKind(enum.StrEnum):
-    """Where records that cannot become events are kept."""
-
-    FILE = "file"
-    KINESIS = "kinesis"
-
-
-@dataclass(frozen=True, slots=True)
-class DeadLetterTarget:
-    """``file:<path>`` (JSON lines) or ``kinesis:<stream name>``."""
-
-    kind: DeadLetterKind
-    location: str
-
-
-@dataclass(frozen=True, slots=True)
-class PropertyMapping:
-    """One ``source.path:destination`` entry of ``additionalPropertyMappings``."""
-
-    source: paths.KeyPath
-    destination: str
 
 
 def text(_key: str, value: str) -> str:

@@ -17,10 +17,11 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TextIO
 
-from consumer import config, preflight
+from consumer import config, preflight, wiring
 from consumer.errors import RecordError
 from consumer.exits import ExitStatus
-from consumer.mapping import KinesisRecord, Mapper
+from consumer.mapping import Mapper
+from consumer.record import KinesisRecord
 
 # preview needs no PostHog key; a placeholder satisfies validation.
 _PREVIEW_KEY = "phc_preview"
@@ -55,7 +56,7 @@ def preview(
         arrival_millis=int(time.time() * 1000),
     )
     try:
-        event = Mapper(settings, "shardId-preview").map(record)
+        event = Mapper(wiring.mapping_rules(settings), "shardId-preview").map(record)
     except RecordError as exc:
         out.write(
             json.dumps({"deadLetter": {"reason": exc.reason, "detail": exc.detail}}, indent=2)

@@ -1,4 +1,14 @@
-"""Build one shard's processor from :class:`~consumer.config.Settings` (production wiring)."""
+"""Production wiring: the one place that turns :class:`~consumer.config.Settings` into parts.
+
+Each stage takes plain values or a small value object of its own (the mapping its
+:class:`~consumer.mapping.MappingRules`, the dead-letter sinks a
+:class:`~consumer.deadletter.DeadLetterTarget`, AWS clients an
+:class:`~consumer.aws.AwsAccess`), never the settings: so a stage is built and tested
+without a properties file, and a new setting touches the table and this module only.
+The functions below make those values; the commands (``preview``, ``check``, ``run``,
+``watch-leader``) call them too, so every command builds its parts the same way.
+Per-shard parts come from factories, called once the shard id is known.
+"""
 
 from __future__ import annotations
 
@@ -7,11 +17,14 @@ import os
 import time
 from collections.abc import Callable
 
+from consumer import aws
 from consumer.checkpoint import CheckpointKeeper
 from consumer.config import Settings
-from consumer.deadletter import build_sink
+from consumer.deadletter import DeadLetterSink, build_sink
 from consumer.delivery import Delivery
 from consumer.exits import ExitStatus
+from consumer.kinesis_sink import KinesisSink
+from consumer.mapping import Mapper, MappingRules
 from consumer.processor import RecordProcessor
 from consumer.retry import RetryPolicy
 from consumer.sender import Sender, Transport
@@ -47,6 +60,41 @@ def orphan_aware_sleep(
     return wait
 
 
+def mapping_rules(settings: Settings) -> MappingRules:
+    """What the mapper reads of the settings."""
+    return MappingRules(
+        stream_name=settings.stream_name,
+        event_key=settings.event_key,
+        property_mappings=settings.property_mappings,
+        distinct_id_key=settings.distinct_id_key,
+        missing_distinct_id=settings.missing_distinct_id,
+        fallback_distinct_id=settings.fallback_distinct_id,
+        timestamp_key=settings.timestamp_key,
+        include_all_properties=settings.include_all_properties,
+    )
+
+
+def aws_access(settings: Settings) -> aws.AwsAccess:
+    """Where the daemon's AWS services are, and its static keys if any."""
+    return aws.AwsAccess(
+        region=settings.region,
+        kinesis_endpoint=settings.kinesis_endpoint,
+        dynamodb_endpoint=settings.dynamodb_endpoint,
+        access_key_id=settings.aws_access_key_id,
+        secret_access_key=settings.aws_secret_access_key,
+    )
+
+
+def dead_letter_sink(settings: Settings) -> DeadLetterSink:
+    """The sink ``deadLetter`` names; a stream sink's client uses the daemon's AWS access."""
+    access = aws_access(settings)
+
+    def kinesis_sink(stream: str) -> DeadLetterSink:
+        return KinesisSink(aws.client(access, "kinesis"), stream)
+
+    return build_sink(settings.dead_letter, kinesis_sink)
+
+
 def build_processor(
     settings: Settings,
     transport: Transport | None = None,
@@ -65,7 +113,11 @@ def build_processor(
         timeout=settings.timeout_seconds,
         transport=transport,
     )
-    sink = build_sink(settings)
+    sink = dead_letter_sink(settings)
+    rules = mapping_rules(settings)
+
+    def mapper(shard_id: str) -> Mapper:
+        return Mapper(rules, shard_id)
 
     def delivery(shard_id: str) -> Delivery:
         return Delivery(
@@ -88,4 +140,6 @@ def build_processor(
             sleep=sleep,
         )
 
-    return RecordProcessor(settings, delivery, keeper)
+    return RecordProcessor(
+        stream=settings.stream_name, mapper=mapper, delivery=delivery, keeper=keeper
+    )

@@ -19,20 +19,25 @@ import base64
 import gzip
 import json
 import resource
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import requests
 
-from consumer import config
+from consumer import config, wiring
 from consumer.batching import cut, encode_body
 from consumer.deadletter import FileSink
 from consumer.delivery import Delivery, Pending
-from consumer.local.harness import StandIn
-from consumer.mapping import KinesisRecord, Mapper
+from consumer.mapping import Mapper
+from consumer.record import KinesisRecord
 from consumer.retry import RetryPolicy
 from consumer.sender import Sender
+
+# The capture stand-in is repository tooling (local/), not installed with the package.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from local.harness import StandIn
 
 PER_RECORD_SAMPLE = 2000
 
@@ -94,7 +99,7 @@ def main() -> None:
     rate("1. decode floor (base64 + json.loads)", count, time.perf_counter() - start)
 
     start = time.perf_counter()
-    mapper = Mapper(settings, "shardId-000000000000")
+    mapper = Mapper(wiring.mapping_rules(settings), "shardId-000000000000")
     records = [
         KinesisRecord(
             base64.b64decode(str(item["data"])),

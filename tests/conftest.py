@@ -1,4 +1,4 @@
-"""Shared fixtures: settings and records built from small dicts, and a clean environment."""
+"""Shared fixtures: settings, mapping rules and records from small dicts; a clean environment."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ from typing import Any
 
 import pytest
 
-from consumer import config
-from consumer.mapping import KinesisRecord
+from consumer import config, wiring
+from consumer.mapping import MappingRules
+from consumer.record import KinesisRecord
 
 BASE_PROPERTIES = {
     "applicationName": "test-app",
@@ -21,6 +22,7 @@ BASE_PROPERTIES = {
 }
 
 SettingsFactory = Callable[..., config.Settings]
+RulesFactory = Callable[..., MappingRules]
 RecordFactory = Callable[..., KinesisRecord]
 
 
@@ -46,6 +48,16 @@ def _make_settings() -> SettingsFactory:
             else:
                 values[key] = value
         return config.from_mapping(values)
+
+    return make
+
+
+@pytest.fixture(name="make_rules")
+def _make_rules(make_settings: SettingsFactory) -> RulesFactory:
+    """The mapping rules of ``make_settings(**overrides)``, made as the wiring makes them."""
+
+    def make(**overrides: str | None) -> MappingRules:
+        return wiring.mapping_rules(make_settings(**overrides))
 
     return make
 
@@ -136,7 +148,7 @@ def _sleeps() -> list[float]:
 @pytest.fixture(scope="session", name="emulators")
 def _emulators(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """kinesis-mock and moto, started once for every test that needs AWS."""
-    from consumer.local import emulators
+    from local import emulators
 
     with emulators.running(tmp_path_factory.mktemp("emulators")) as endpoints:
         yield endpoints

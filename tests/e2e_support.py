@@ -9,8 +9,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from consumer.local import harness
-from consumer.mapping import KinesisRecord, event_uuid
+from consumer.mapping import event_uuid
+from consumer.record import KinesisRecord
+from local import harness
 
 
 @dataclass(frozen=True)
@@ -28,27 +29,22 @@ class Put:
 def put_all(
     client: Any, stream: str, items: Sequence[tuple[str, bytes, dict[str, Any] | None]]
 ) -> list[Put]:
-    """Put records in order (500 per call) and return where each landed."""
+    """Put records in order (500 per call, by the harness) and return where each landed."""
+    slots = harness.put_and_place(client, stream, [(key, data) for key, data, _ in items])
     puts: list[Put] = []
-    for start in range(0, len(items), 500):
-        chunk = items[start : start + 500]
-        answer = client.put_records(
-            StreamName=stream,
-            Records=[{"PartitionKey": key, "Data": data} for key, data, _ in chunk],
-        )
-        assert answer.get("FailedRecordCount", 0) == 0, answer
-        for (key, data, document), slot in zip(chunk, answer["Records"], strict=True):
-            record = KinesisRecord(data, key, slot["SequenceNumber"], 0, 0)
-            puts.append(
-                Put(
-                    document,
-                    data,
-                    key,
-                    slot["ShardId"],
-                    slot["SequenceNumber"],
-                    event_uuid(stream, slot["ShardId"], record),
-                )
+    for (key, data, document), slot in zip(items, slots, strict=True):
+        record = KinesisRecord(data, key, slot["SequenceNumber"], 0, 0)
+        shard = slot["ShardId"]
+        puts.append(
+            Put(
+                document,
+                data,
+                key,
+                shard,
+                slot["SequenceNumber"],
+                event_uuid(stream, shard, record),
             )
+        )
     return puts
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from consumer.exits import ExitStatus
-from consumer.local.emulators import LOCAL_ENV, free_port
+from local.emulators import LOCAL_ENV, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 LOCAL_DEFAULT_TIMEOUT = 300
@@ -75,8 +75,8 @@ def test_unreachable_kinesis_fails_at_once_naming_the_endpoint(tmp_path: Path) -
 
 LOG_EVERYTHING = """
 import logging
-from consumer.__main__ import _configure_logging
-_configure_logging()
+from consumer.__main__ import configure_logging
+configure_logging()
 for name in ("consumer.processor", "urllib3", "amazon_kclpy", "some.library"):
     logger = logging.getLogger(name)
     logger.critical("line from %s", name)

@@ -10,9 +10,11 @@ from pathlib import Path
 import pytest
 
 from consumer import config, kclkeys
+from consumer.deadletter import DeadLetterKind, DeadLetterTarget
 from consumer.errors import ConfigError
 from consumer.launcher import KCL_DEFAULTS, jar_dir
-from consumer.local.harness import FAST_KCL
+from consumer.mapping import MissingDistinctId
+from local.harness import FAST_KCL
 from tests.conftest import BASE_PROPERTIES, SettingsFactory
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -26,10 +28,8 @@ class TestValid:
         settings = make_settings(posthogHost=None)
         assert settings.posthog_host == config.DEFAULT_POSTHOG_HOST
         assert not settings.posthog_allow_http
-        assert settings.missing_distinct_id is config.MissingDistinctId.PARTITION_KEY
-        assert settings.dead_letter == config.DeadLetterTarget(
-            config.DeadLetterKind.FILE, "dead-letter.jsonl"
-        )
+        assert settings.missing_distinct_id is MissingDistinctId.PARTITION_KEY
+        assert settings.dead_letter == DeadLetterTarget(DeadLetterKind.FILE, "dead-letter.jsonl")
         assert settings.batch_max_bytes == config.DEFAULT_BATCH_MAX_BYTES
         assert not settings.include_all_properties
         assert not settings.historical_migration

@@ -15,12 +15,14 @@ from typing import Any, cast
 import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError, ParamValidationError
 
-from consumer import deadletter
-from consumer.deadletter import DETAIL_MAX_CHARS, DeadLetter, FileSink, KinesisSink
+from consumer import deadletter, wiring
+from consumer.deadletter import DETAIL_MAX_CHARS, DeadLetter, DeadLetterSink, FileSink
 from consumer.errors import DeadLetterError
-from consumer.local import harness
-from consumer.local.emulators import Emulators
-from consumer.mapping import KinesisRecord, decode
+from consumer.kinesis_sink import KinesisSink
+from consumer.mapping import decode
+from consumer.record import KinesisRecord
+from local import harness
+from local.emulators import Emulators
 
 # AWS's PutRecords limits, written out here rather than imported, so that a wrong constant
 # in the module under test fails these tests instead of agreeing with them.
@@ -457,8 +459,24 @@ class TestFileSink:
         ("kinesis:dead-letters", KinesisSink),
     ],
 )
-def test_build_sink_picks_the_named_sink(make_settings: Any, setting: str, kind: type) -> None:
-    assert isinstance(deadletter.build_sink(make_settings(deadLetter=setting)), kind)
+def test_the_wiring_builds_the_named_sink(make_settings: Any, setting: str, kind: type) -> None:
+    assert isinstance(wiring.dead_letter_sink(make_settings(deadLetter=setting)), kind)
+
+
+def test_build_sink_asks_for_a_stream_sink_only_for_a_stream(tmp_path: Path) -> None:
+    """A file target needs no AWS: the stream sink's factory is not even called."""
+    asked: list[str] = []
+
+    def stream_sink(stream: str) -> DeadLetterSink:
+        asked.append(stream)
+        return FileSink(tmp_path / "stand-in.jsonl")
+
+    file_target = deadletter.DeadLetterTarget(deadletter.DeadLetterKind.FILE, "dl.jsonl")
+    assert isinstance(deadletter.build_sink(file_target, stream_sink), FileSink)
+    assert asked == []
+    stream_target = deadletter.DeadLetterTarget(deadletter.DeadLetterKind.KINESIS, "dl")
+    deadletter.build_sink(stream_target, stream_sink)
+    assert asked == ["dl"]
 
 
 @pytest.mark.e2e

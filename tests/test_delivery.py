@@ -19,7 +19,7 @@ from consumer.errors import (
 from consumer.mapping import Mapper
 from consumer.retry import RetryPolicy
 from consumer.sender import Sender
-from tests.conftest import RecordFactory, ScriptedTransport, SettingsFactory
+from tests.conftest import RecordFactory, RulesFactory, ScriptedTransport
 
 
 class MemorySink:
@@ -38,9 +38,9 @@ PendingFactory = Callable[..., list[Pending]]
 
 
 @pytest.fixture(name="make_pending")
-def _make_pending(make_settings: SettingsFactory, make_record: RecordFactory) -> PendingFactory:
+def _make_pending(make_rules: RulesFactory, make_record: RecordFactory) -> PendingFactory:
     """``count`` events named e<i>, from records with sequence numbers 1000 + i."""
-    mapper = Mapper(make_settings(), "shardId-0")
+    mapper = Mapper(make_rules(), "shardId-0")
 
     def make(count: int, first: int = 0) -> list[Pending]:
         records = [
@@ -60,9 +60,9 @@ NamedFactory = Callable[[list[str]], list[Pending]]
 
 
 @pytest.fixture(name="make_named")
-def _make_named(make_settings: SettingsFactory, make_record: RecordFactory) -> NamedFactory:
+def _make_named(make_rules: RulesFactory, make_record: RecordFactory) -> NamedFactory:
     """One event per name, from records with sequence numbers 1000 + position."""
-    mapper = Mapper(make_settings(), "shardId-0")
+    mapper = Mapper(make_rules(), "shardId-0")
 
     def make(names: list[str]) -> list[Pending]:
         records = [

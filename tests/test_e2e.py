@@ -22,9 +22,9 @@ import boto3
 import pytest
 
 from consumer.exits import ExitStatus
-from consumer.local import harness
-from consumer.local.emulators import LOCAL_ENV, Emulators
-from consumer.mapping import format_timestamp
+from consumer.timestamps import format_timestamp
+from local import harness
+from local.emulators import LOCAL_ENV, Emulators
 from tests.e2e_support import Put, elapsed_since, good, put_all, read_dead_letters, wait_for_events
 
 pytestmark = pytest.mark.e2e

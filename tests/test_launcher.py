@@ -10,7 +10,7 @@ import pytest
 
 from consumer import leader
 from consumer.__main__ import _watch_leader
-from consumer.config import Settings
+from consumer.aws import AwsAccess
 from consumer.launcher import DAEMON_CLASS, PROPERTIES_ENV, prepare
 from consumer.propfile import read_properties
 from tests.conftest import BASE_PROPERTIES
@@ -93,12 +93,12 @@ def test_the_watchdog_reads_the_daemons_file(
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     monkeypatch.setattr(signal, "signal", lambda *_: None)
-    seen: list[tuple[str, str, int]] = []
+    seen: list[tuple[str | None, str, int]] = []
 
-    def watch(settings: Settings, table: str, parent_pid: int, _stale: float | None) -> int:
-        seen.append((settings.application_name, table, parent_pid))
+    def watch(access: AwsAccess, table: str, parent_pid: int, _stale: float | None) -> int:
+        seen.append((access.region, table, parent_pid))
         return 0
 
     monkeypatch.setattr(leader, "watch", watch)
     assert _watch_leader(1234) == 0
-    assert seen == [("test-app", "locks", 1234)]
+    assert seen == [("us-east-1", "locks", 1234)]

@@ -23,22 +23,19 @@ import pytest
 from hypothesis import HealthCheck, given
 from hypothesis import strategies as st
 
-from consumer import config, mapping
-from consumer.errors import RecordError
-from consumer.local import standin
-from consumer.mapping import (
+from consumer import capture_rules, config, mapping, wiring
+from consumer.capture_rules import (
     CAPTURED_EVENT_FIXED_BYTES,
     DOUBLE_OVERFLOW_INT,
-    MAX_DECOMPRESSED_BYTES,
     MAX_EVENT_BYTES,
     MAX_EVENT_DEPTH,
-    REASONS,
-    KinesisRecord,
-    MappedEvent,
-    Mapper,
-    parse_timestamp,
 )
-from tests.conftest import BASE_PROPERTIES, RecordFactory, SettingsFactory
+from consumer.errors import RecordError
+from consumer.mapping import MAX_DECOMPRESSED_BYTES, REASONS, Mapper, MappingRules
+from consumer.record import KinesisRecord, MappedEvent
+from consumer.timestamps import parse_timestamp
+from local import standin
+from tests.conftest import BASE_PROPERTIES, RecordFactory, RulesFactory
 
 SEED_RECORD = {"properties": {"eventName": "my posthog event", "userId": "$userId", "foo": "bar"}}
 
@@ -49,14 +46,12 @@ def event_of(mapper: Mapper, record: Any) -> dict[str, Any]:
 
 
 class TestSeedSemantics:
-    def test_readme_example(
-        self, make_settings: SettingsFactory, make_record: RecordFactory
-    ) -> None:
+    def test_readme_example(self, make_rules: RulesFactory, make_record: RecordFactory) -> None:
         """The seed README's record and configuration give its documented event."""
-        settings = make_settings(
+        rules = make_rules(
             additionalPropertyMappings="properties.userId:distinct_id,properties.foo:foo"
         )
-        event = event_of(Mapper(settings, "shardId-0"), make_record(SEED_RECORD))
+        event = event_of(Mapper(rules, "shardId-0"), make_record(SEED_RECORD))
         assert event["event"] == "my posthog event"
         assert event["distinct_id"] == "$userId"
         assert event["properties"]["distinct_id"] == "$userId"
@@ -72,30 +67,30 @@ class TestSeedSemantics:
         ],
     )
     def test_values_keep_their_json_type(
-        self, make_settings: SettingsFactory, make_record: RecordFactory, value: Any, expected: Any
+        self, make_rules: RulesFactory, make_record: RecordFactory, value: Any, expected: Any
     ) -> None:
         """Mapped values are forwarded as they are."""
-        settings = make_settings(additionalPropertyMappings="v:v")
+        rules = make_rules(additionalPropertyMappings="v:v")
         event = event_of(
-            Mapper(settings, "s"), make_record({"properties": {"eventName": "e"}, "v": value})
+            Mapper(rules, "s"), make_record({"properties": {"eventName": "e"}, "v": value})
         )
         assert expected == event["properties"]["v"]
 
     def test_absent_source_is_not_set(
-        self, make_settings: SettingsFactory, make_record: RecordFactory
+        self, make_rules: RulesFactory, make_record: RecordFactory
     ) -> None:
         """A mapping whose source is absent adds no property (not 'undefined')."""
-        settings = make_settings(additionalPropertyMappings="nope.here:x")
-        assert "x" not in event_of(Mapper(settings, "s"), make_record(SEED_RECORD))["properties"]
+        rules = make_rules(additionalPropertyMappings="nope.here:x")
+        assert "x" not in event_of(Mapper(rules, "s"), make_record(SEED_RECORD))["properties"]
 
     def test_include_all_properties(
-        self, make_settings: SettingsFactory, make_record: RecordFactory
+        self, make_rules: RulesFactory, make_record: RecordFactory
     ) -> None:
         """includeAllProperties forwards the whole object, with mappings applied on top."""
-        settings = make_settings(
+        rules = make_rules(
             includeAllProperties="true", additionalPropertyMappings="properties.foo:top"
         )
-        properties = event_of(Mapper(settings, "s"), make_record(SEED_RECORD))["properties"]
+        properties = event_of(Mapper(rules, "s"), make_record(SEED_RECORD))["properties"]
         assert properties["properties"] == SEED_RECORD["properties"]
         assert properties["top"] == "bar"
 
@@ -108,21 +103,21 @@ class TestSeedSemantics:
         ],
     )
     def test_event_names(
-        self, make_settings: SettingsFactory, make_record: RecordFactory, name: Any, expected: str
+        self, make_rules: RulesFactory, make_record: RecordFactory, name: Any, expected: str
     ) -> None:
         """Strings and numbers become event names."""
         event = event_of(
-            Mapper(make_settings(), "s"), make_record({"properties": {"eventName": name}})
+            Mapper(make_rules(), "s"), make_record({"properties": {"eventName": name}})
         )
         assert expected == event["event"]
 
 
 class TestIdentity:
     def test_replay_is_byte_identical(
-        self, make_settings: SettingsFactory, make_record: RecordFactory
+        self, make_rules: RulesFactory, make_record: RecordFactory
     ) -> None:
         """Mapping the same record twice gives the same bytes (uuid and timestamp included)."""
-        mapper = Mapper(make_settings(), "shardId-000000000001")
+        mapper = Mapper(make_rules(), "shardId-000000000001")
         assert (
             mapper.map(make_record(SEED_RECORD)).payload
             == mapper.map(make_record(SEED_RECORD)).payload
@@ -136,30 +131,30 @@ class TestIdentity:
         ],
     )
     def test_uuid_depends_on_position(
-        self, make_settings: SettingsFactory, make_record: RecordFactory, change: dict[str, Any]
+        self, make_rules: RulesFactory, make_record: RecordFactory, change: dict[str, Any]
     ) -> None:
         """Different positions give different uuids."""
-        mapper = Mapper(make_settings(), "shardId-0")
+        mapper = Mapper(make_rules(), "shardId-0")
         assert (
             mapper.map(make_record(SEED_RECORD)).uuid
             != mapper.map(make_record(SEED_RECORD, **change)).uuid
         )
 
     def test_uuid_depends_on_shard_and_stream(
-        self, make_settings: SettingsFactory, make_record: RecordFactory
+        self, make_rules: RulesFactory, make_record: RecordFactory
     ) -> None:
         """The same sequence number in another shard or stream is another event."""
         record = make_record(SEED_RECORD)
-        base = Mapper(make_settings(), "shardId-0").map(record).uuid
-        assert base != Mapper(make_settings(), "shardId-1").map(record).uuid
-        assert base != Mapper(make_settings(streamName="other"), "shardId-0").map(record).uuid
+        base = Mapper(make_rules(), "shardId-0").map(record).uuid
+        assert base != Mapper(make_rules(), "shardId-1").map(record).uuid
+        assert base != Mapper(make_rules(streamName="other"), "shardId-0").map(record).uuid
 
     def test_timestamp_defaults_to_arrival(
-        self, make_settings: SettingsFactory, make_record: RecordFactory
+        self, make_rules: RulesFactory, make_record: RecordFactory
     ) -> None:
         """Without timestampKey the approximate arrival time is the event time."""
         event = event_of(
-            Mapper(make_settings(), "s"), make_record(SEED_RECORD, arrival_millis=1_700_000_000_123)
+            Mapper(make_rules(), "s"), make_record(SEED_RECORD, arrival_millis=1_700_000_000_123)
         )
         assert event["timestamp"] == "2023-11-14T22:13:20.123Z"
 
@@ -179,10 +174,10 @@ class TestIdentity:
         ],
     )
     def test_timestamp_key(
-        self, make_settings: SettingsFactory, make_record: RecordFactory, value: Any, expected: str
+        self, make_rules: RulesFactory, make_record: RecordFactory, value: Any, expected: str
     ) -> None:
         """timestampKey accepts ISO 8601 and epoch s/ms, else falls back to arrival."""
-        mapper = Mapper(make_settings(timestampKey="ts"), "s")
+        mapper = Mapper(make_rules(timestampKey="ts"), "s")
         event = event_of(mapper, make_record({"properties": {"eventName": "e"}, "ts": value}))
         assert expected == event["timestamp"]
 
@@ -218,7 +213,7 @@ class TestDistinctId:
     )
     def test_resolution(
         self,
-        make_settings: SettingsFactory,
+        make_rules: RulesFactory,
         make_record: RecordFactory,
         overrides: dict[str, str],
         document: dict[str, Any],
@@ -226,7 +221,7 @@ class TestDistinctId:
     ) -> None:
         """distinct_id comes from distinctIdKey, the mapping, or the missing-id policy."""
         event = event_of(
-            Mapper(make_settings(**overrides), "s"),
+            Mapper(make_rules(**overrides), "s"),
             make_record({"properties": {"eventName": "e"}, **document}),
         )
         assert expected == event["distinct_id"]
@@ -261,7 +256,7 @@ class TestRecordErrors:
     )
     def test_reasons(
         self,
-        make_settings: SettingsFactory,
+        make_rules: RulesFactory,
         make_record: RecordFactory,
         data: bytes,
         overrides: dict[str, str],
@@ -269,22 +264,22 @@ class TestRecordErrors:
     ) -> None:
         """Each kind of bad record raises RecordError with its stable reason."""
         with pytest.raises(RecordError) as caught:
-            Mapper(make_settings(**overrides), "s").map(make_record(data=data))
+            Mapper(make_rules(**overrides), "s").map(make_record(data=data))
         assert reason == caught.value.reason
 
-    def test_too_large(self, make_settings: SettingsFactory, make_record: RecordFactory) -> None:
+    def test_too_large(self, make_rules: RulesFactory, make_record: RecordFactory) -> None:
         """An event over PostHog's per-event limit is a record error, not a failed batch."""
-        settings = make_settings(includeAllProperties="true")
+        rules = make_rules(includeAllProperties="true")
         record = make_record({"properties": {"eventName": "e"}, "blob": "x" * MAX_EVENT_BYTES})
         with pytest.raises(RecordError) as caught:
-            Mapper(settings, "s").map(record)
+            Mapper(rules, "s").map(record)
         assert caught.value.reason == "event_too_large"
 
     def test_gzip_records_are_transparent(
-        self, make_settings: SettingsFactory, make_record: RecordFactory
+        self, make_rules: RulesFactory, make_record: RecordFactory
     ) -> None:
         """A gzip-compressed record maps as its plain JSON would."""
-        mapper = Mapper(make_settings(), "s")
+        mapper = Mapper(make_rules(), "s")
         plain = make_record(SEED_RECORD)
         zipped = make_record(data=gzip.compress(plain.data))
         assert mapper.map(plain).payload == mapper.map(zipped).payload
@@ -316,23 +311,21 @@ def test_any_object_maps_to_an_event_or_a_typed_error(
     document: dict[str, Any], include_all: bool
 ) -> None:
     """Any JSON object yields an event or a RecordError with a known reason, nothing else."""
-    from consumer import config
-    from consumer.mapping import KinesisRecord
-    from tests.conftest import BASE_PROPERTIES
-
-    settings = config.from_mapping(
-        {
-            **BASE_PROPERTIES,
-            "eventKey": "e",
-            "distinctIdKey": "d",
-            "timestampKey": "t",
-            "additionalPropertyMappings": "a.b:x, c.0:y",
-            "includeAllProperties": str(include_all).lower(),
-        }
+    rules = wiring.mapping_rules(
+        config.from_mapping(
+            {
+                **BASE_PROPERTIES,
+                "eventKey": "e",
+                "distinctIdKey": "d",
+                "timestampKey": "t",
+                "additionalPropertyMappings": "a.b:x, c.0:y",
+                "includeAllProperties": str(include_all).lower(),
+            }
+        )
     )
     record = KinesisRecord(json.dumps(document).encode(), "pk", "1", 0, 1_700_000_000_000)
     try:
-        event = json.loads(Mapper(settings, "s").map(record).payload)
+        event = json.loads(Mapper(rules, "s").map(record).payload)
     except RecordError as exc:
         assert exc.reason in REASONS  # noqa: PT017 - either outcome is allowed; raises() cannot say that
         return
@@ -438,11 +431,11 @@ def check_event(mapped: MappedEvent) -> dict[str, Any]:
     return event
 
 
-def outcome(settings: config.Settings, record: KinesisRecord) -> MappedEvent | RecordError:
+def outcome(rules: MappingRules, record: KinesisRecord) -> MappedEvent | RecordError:
     """Map ``record``; fail the test on anything but a readable event or a known reason."""
     error: RecordError | None = None
     try:
-        mapped = Mapper(settings, SHARD).map(record)
+        mapped = Mapper(rules, SHARD).map(record)
     except RecordError as exc:
         error = exc
     if error is not None:
@@ -453,20 +446,21 @@ def outcome(settings: config.Settings, record: KinesisRecord) -> MappedEvent | R
 
 
 @functools.cache
-def settings_of(overrides: tuple[tuple[str, str], ...] = ()) -> config.Settings:
-    """Settings from BASE_PROPERTIES and ``overrides`` (cached: Hypothesis asks often)."""
-    return config.from_mapping({**BASE_PROPERTIES, "fallbackDistinctId": "anon", **dict(overrides)})
+def rules_of(overrides: tuple[tuple[str, str], ...] = ()) -> MappingRules:
+    """The mapping rules of BASE_PROPERTIES and ``overrides`` (cached: Hypothesis asks often)."""
+    values = {**BASE_PROPERTIES, "fallbackDistinctId": "anon", **dict(overrides)}
+    return wiring.mapping_rules(config.from_mapping(values))
 
 
-def reason_of(settings: config.Settings, record: KinesisRecord) -> str | None:
+def reason_of(rules: MappingRules, record: KinesisRecord) -> str | None:
     """The RecordError reason for ``record``, or None when it maps (checked) to an event."""
-    result = outcome(settings, record)
+    result = outcome(rules, record)
     return result.reason if isinstance(result, RecordError) else None
 
 
-def event_for(settings: config.Settings, record: KinesisRecord) -> dict[str, Any]:
+def event_for(rules: MappingRules, record: KinesisRecord) -> dict[str, Any]:
     """The (checked) event ``record`` maps to; fails if it is refused."""
-    result = outcome(settings, record)
+    result = outcome(rules, record)
     assert isinstance(result, MappedEvent), result
     return check_event(result)
 
@@ -521,13 +515,13 @@ class TestKnownHostileRecords:
         """A lone surrogate anywhere in the event becomes U+FFFD, as PostHog's capture
         rewrites it; the event is delivered, as valid UTF-8, and maps the same every time."""
         del where  # the table names the place for the reader
-        settings = settings_of(tuple(overrides.items()))
+        rules = rules_of(tuple(overrides.items()))
         record = record_of(text, partition_key=partition_key)
-        result = outcome(settings, record)
+        result = outcome(rules, record)
         assert isinstance(result, MappedEvent), result
         decoded = result.payload.decode("utf-8")  # strict
         assert "\ufffd" in decoded
-        assert outcome(settings, record) == result
+        assert outcome(rules, record) == result
 
     @pytest.mark.parametrize(
         ("data", "reason"),
@@ -539,7 +533,7 @@ class TestKnownHostileRecords:
     )
     def test_surrogates_that_are_fine_or_not_utf8(self, data: str | bytes, reason: str) -> None:
         """A proper pair is an emoji, an unforwarded one does not matter, raw bytes are not UTF-8."""
-        assert reason == reason_of(settings_of(), record_of(data))
+        assert reason == reason_of(rules_of(), record_of(data))
 
     @pytest.mark.parametrize(
         ("value", "expected"),
@@ -561,9 +555,9 @@ class TestKnownHostileRecords:
     )
     def test_unreadable_timestamps_fall_back_to_arrival(self, value: str, expected: str) -> None:
         """timestampKey values outside years 1-9999 in UTC mean the arrival time, as documented."""
-        settings = settings_of((("timestampKey", "ts"),))
+        rules = rules_of((("timestampKey", "ts"),))
         event = event_for(
-            settings, record_of(f'{{"properties": {{"eventName": "e"}}, "ts": {value}}}')
+            rules, record_of(f'{{"properties": {{"eventName": "e"}}, "ts": {value}}}')
         )
         assert event["timestamp"] == expected
 
@@ -602,9 +596,9 @@ class TestKnownHostileRecords:
     )
     def test_deep_nesting(self, levels: int, kind: str, reason: str | None) -> None:
         """Forwarded nesting beyond capture's parser is too_deep, however deep it goes."""
-        settings = settings_of((("includeAllProperties", "true"),))
+        rules = rules_of((("includeAllProperties", "true"),))
         text = f'{{"properties": {{"eventName": "e"}}, "deep": {deep(levels, kind=kind)}}}'
-        assert reason == reason_of(settings, record_of(text))
+        assert reason == reason_of(rules, record_of(text))
 
     @pytest.mark.parametrize(
         ("overrides", "reason"),
@@ -619,7 +613,7 @@ class TestKnownHostileRecords:
     ) -> None:
         """A record that decodes but nests deep elsewhere still maps."""
         text = f'{{"properties": {{"eventName": "e"}}, "a": {{"b": {deep(400)}}}}}'
-        assert reason == reason_of(settings_of(tuple(overrides.items())), record_of(text))
+        assert reason == reason_of(rules_of(tuple(overrides.items())), record_of(text))
 
     @pytest.mark.parametrize(
         ("value", "forwarded", "reason"),
@@ -640,9 +634,9 @@ class TestKnownHostileRecords:
     )
     def test_numbers(self, value: str, forwarded: bool, reason: str | None) -> None:
         """Numbers capture's serde_json refuses are number_out_of_range when they are sent."""
-        settings = settings_of((("includeAllProperties", str(forwarded).lower()),))
+        rules = rules_of((("includeAllProperties", str(forwarded).lower()),))
         text = f'{{"properties": {{"eventName": "e"}}, "v": {value}}}'
-        assert reason == reason_of(settings, record_of(text))
+        assert reason == reason_of(rules, record_of(text))
 
     @pytest.mark.parametrize(
         ("document", "overrides", "reason"),
@@ -660,7 +654,7 @@ class TestKnownHostileRecords:
         self, document: str, overrides: dict[str, str], reason: str | None
     ) -> None:
         """A name or id from a number that overflowed is refused, not sent as 'inf'."""
-        assert reason == reason_of(settings_of(tuple(overrides.items())), record_of(document))
+        assert reason == reason_of(rules_of(tuple(overrides.items())), record_of(document))
 
     @pytest.mark.parametrize(
         ("partition_key", "overrides", "document"),
@@ -682,15 +676,15 @@ class TestKnownHostileRecords:
         """No id, and no usable fallback: missing_distinct_id, not an event capture refuses."""
         text = json.dumps({"properties": {"eventName": "e"}, **document})
         record = record_of(text, partition_key=partition_key)
-        assert reason_of(settings_of(tuple(overrides.items())), record) == "missing_distinct_id"
+        assert reason_of(rules_of(tuple(overrides.items())), record) == "missing_distinct_id"
 
     def test_blank_fixed_id_is_no_id(self) -> None:
-        """A blank fallbackDistinctId (the settings refuse one; Settings built otherwise may
+        """A blank fallbackDistinctId (the settings refuse one; rules built otherwise may
         hold one) is not sent as an id capture would refuse."""
-        fixed = settings_of((("distinctIdKey", "u"), ("missingDistinctId", "fixed")))
-        settings = dataclasses.replace(fixed, fallback_distinct_id="\u2003")
+        fixed = rules_of((("distinctIdKey", "u"), ("missingDistinctId", "fixed")))
+        rules = dataclasses.replace(fixed, fallback_distinct_id="\u2003")
         record = record_of('{"properties": {"eventName": "e"}}')
-        assert reason_of(settings, record) == "missing_distinct_id"
+        assert reason_of(rules, record) == "missing_distinct_id"
 
     @pytest.mark.parametrize(
         ("overrides", "document", "reason"),
@@ -713,7 +707,7 @@ class TestKnownHostileRecords:
     ) -> None:
         """capture's extract_is_cookieless_mode refuses a $cookieless_mode that is not a bool."""
         text = json.dumps({"properties": {"eventName": "e"}, **document})
-        assert reason == reason_of(settings_of(tuple(overrides.items())), record_of(text))
+        assert reason == reason_of(rules_of(tuple(overrides.items())), record_of(text))
 
     @pytest.mark.parametrize(
         ("name", "reason"),
@@ -726,7 +720,7 @@ class TestKnownHostileRecords:
     def test_names_capture_filters_out(self, name: str, reason: str | None) -> None:
         """An event capture drops from a batch, and refuses alone, is dead-lettered instead."""
         text = json.dumps({"properties": {"eventName": name}})
-        assert reason == reason_of(settings_of(), record_of(text))
+        assert reason == reason_of(rules_of(), record_of(text))
 
 
 def filler_record(unit: str | float, count: int, *, as_name: bool = False) -> KinesisRecord:
@@ -767,7 +761,7 @@ class TestCaptureSize:
         it) is within the limit; one more unit is refused, and its message is no more than the
         fixed allowance short of the limit: the check is neither too lax nor far too strict."""
         # A name is forwarded by the settings' mappings only, not again with the whole record.
-        mapper = Mapper(settings_of(() if as_name else tuple(ALL.items())), SHARD)
+        mapper = Mapper(rules_of(() if as_name else tuple(ALL.items())), SHARD)
 
         def maps(count: int) -> bool:
             try:
@@ -789,7 +783,7 @@ class TestCaptureSize:
             low, high = (middle, high) if maps(middle) else (low, middle)
         largest = mapper.map(filler_record(unit, low, as_name=as_name)).payload
         assert standin_measure(largest) <= MAX_EVENT_BYTES
-        monkeypatch.setattr(mapping, "MAX_EVENT_BYTES", 10 * MAX_EVENT_BYTES)
+        monkeypatch.setattr(capture_rules, "MAX_EVENT_BYTES", 10 * MAX_EVENT_BYTES)
         refused = mapper.map(filler_record(unit, high, as_name=as_name)).payload
         assert standin_measure(refused) > MAX_EVENT_BYTES - CAPTURED_EVENT_FIXED_BYTES
 
@@ -804,10 +798,10 @@ class TestCaptureSize:
     )
     def test_events_our_text_fits_but_capture_refuses(self, unit: str | float, count: int) -> None:
         """Under 900 KiB as we encode them, over it as capture measures: event_too_large."""
-        settings = settings_of(tuple(ALL.items()))
+        rules = rules_of(tuple(ALL.items()))
         record = filler_record(unit, count)
         with pytest.raises(RecordError) as caught:
-            Mapper(settings, SHARD).map(record)
+            Mapper(rules, SHARD).map(record)
         assert caught.value.reason == "event_too_large"
         assert "as PostHog's capture measures it" in caught.value.detail
         assert len(record.data) < MAX_EVENT_BYTES
@@ -828,7 +822,7 @@ def test_gzip_records_inflate_no_further_than_the_limit(inflated: int, reason: s
     units, rest = divmod(inflated - len(head) - len(tail), 3)
     data = head + b"[]," * units + b" " * rest + tail
     assert len(data) == inflated
-    assert reason == reason_of(settings_of(), record_of(gzip.compress(data, mtime=0)))
+    assert reason == reason_of(rules_of(), record_of(gzip.compress(data, mtime=0)))
 
 
 class TestLastResortGuard:
@@ -851,7 +845,7 @@ class TestLastResortGuard:
 
         monkeypatch.setattr(mapping, "decode", fail)
         with pytest.raises(RecordError) as caught:
-            Mapper(settings_of(), SHARD).map(record_of("{}"))
+            Mapper(rules_of(), SHARD).map(record_of("{}"))
         assert caught.value.reason == "unmappable"
         assert caught.value.detail.startswith(type(error).__name__)
         assert "fail (test_mapping.py:" in caught.value.detail
@@ -875,21 +869,23 @@ class TestLastResortGuard:
 
         monkeypatch.setattr(mapping, "decode", fail)
         with pytest.raises(type(error)):
-            Mapper(settings_of(), SHARD).map(record_of("{}"))
+            Mapper(rules_of(), SHARD).map(record_of("{}"))
 
     def test_every_reason_raised_is_registered(self) -> None:
-        """Each RecordError reason written in mapping.py is in REASONS."""
-        tree = ast.parse(Path(mapping.__file__).read_text(encoding="utf-8"))
-        raised = {
-            node.args[0].value
-            for node in ast.walk(tree)
-            if isinstance(node, ast.Call)
-            and isinstance(node.func, ast.Name)
-            and node.func.id == "RecordError"
-            and node.args
-            and isinstance(node.args[0], ast.Constant)
-        }
-        assert {"too_deep", "number_out_of_range", "unmappable"} <= raised
+        """Each RecordError reason written in mapping.py or capture_rules.py is in REASONS."""
+        raised = set()
+        for module in (mapping, capture_rules):
+            tree = ast.parse(Path(str(module.__file__)).read_text(encoding="utf-8"))
+            raised |= {
+                node.args[0].value
+                for node in ast.walk(tree)
+                if isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Name)
+                and node.func.id == "RecordError"
+                and node.args
+                and isinstance(node.args[0], ast.Constant)
+            }
+        assert {"too_deep", "number_out_of_range", "unmappable", "event_too_large"} <= raised
         assert raised <= REASONS
 
 
@@ -1001,7 +997,7 @@ setting_overrides = st.fixed_dictionaries(
         "timestampKey": st.sampled_from(["", "t", "c.0"]),
         "includeAllProperties": st.sampled_from(["true", "false"]),
     }
-).map(lambda overrides: settings_of(tuple(sorted(overrides.items()))))
+).map(lambda overrides: rules_of(tuple(sorted(overrides.items()))))
 # Everything of a record but its data: partition key, sequence, subsequence, arrival.
 Envelope = tuple[str, str, int, int]
 envelopes = st.tuples(
@@ -1055,13 +1051,13 @@ PROPERTY_SETTINGS = hypothesis.settings(
 
 
 @PROPERTY_SETTINGS
-@given(data=st.binary(max_size=64), gzipped=st.booleans(), mapper_settings=setting_overrides)
+@given(data=st.binary(max_size=64), gzipped=st.booleans(), mapper_rules=setting_overrides)
 def test_any_bytes_map_or_fail_with_a_reason(
-    data: bytes, gzipped: bool, mapper_settings: config.Settings
+    data: bytes, gzipped: bool, mapper_rules: MappingRules
 ) -> None:
     """Arbitrary bytes, plain or gzipped: an event capture can read, or a known reason."""
     payload = gzip.compress(data, mtime=0) if gzipped else data
-    outcome(mapper_settings, record_of(payload))
+    outcome(mapper_rules, record_of(payload))
 
 
 @PROPERTY_SETTINGS
@@ -1069,34 +1065,34 @@ def test_any_bytes_map_or_fail_with_a_reason(
     document=any_documents,
     ascii_only=escaped,
     gzipped=st.booleans(),
-    mapper_settings=setting_overrides,
+    mapper_rules=setting_overrides,
     envelope=envelopes,
 )
 def test_hostile_json_maps_or_fails_with_a_reason(
     document: Any,
     ascii_only: bool,
     gzipped: bool,
-    mapper_settings: config.Settings,
+    mapper_rules: MappingRules,
     envelope: Envelope,
 ) -> None:
     """Hostile JSON under every combination of settings: a readable event or a known reason."""
     data = as_bytes(document, ascii_only=ascii_only, gzipped=gzipped)
-    outcome(mapper_settings, KinesisRecord(data, *envelope))
+    outcome(mapper_rules, KinesisRecord(data, *envelope))
 
 
 @PROPERTY_SETTINGS
 @given(
     document=documents,
     ascii_only=escaped,
-    mapper_settings=setting_overrides,
+    mapper_rules=setting_overrides,
     envelope=envelopes,
 )
 def test_mapping_is_deterministic(
-    document: Any, ascii_only: bool, mapper_settings: config.Settings, envelope: Envelope
+    document: Any, ascii_only: bool, mapper_rules: MappingRules, envelope: Envelope
 ) -> None:
     """The same record maps to the same bytes (or the same refusal), by any mapper."""
     record = KinesisRecord(as_bytes(document, ascii_only=ascii_only, gzipped=False), *envelope)
-    first, second = outcome(mapper_settings, record), outcome(mapper_settings, record)
+    first, second = outcome(mapper_rules, record), outcome(mapper_rules, record)
     if isinstance(first, RecordError):
         assert isinstance(second, RecordError)
         assert (first.reason, first.detail) == (second.reason, second.detail)

@@ -11,9 +11,9 @@ import pytest
 
 from consumer import preflight
 from consumer.errors import ConfigError, RetryableDeliveryError
-from consumer.local.standin import make_server
 from consumer.preflight import KeyVerdict, verify_key
 from consumer.sender import Response
+from local.standin import make_server
 from tests.conftest import SettingsFactory
 
 HOST = "https://ph.example"

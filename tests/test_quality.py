@@ -14,8 +14,8 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.mark.parametrize(
     "command",
     [
-        ["ruff", "check", "consumer", "tests", "scripts"],  # lint
-        ["ruff", "format", "--check", "consumer", "tests", "scripts"],  # formatting
+        ["ruff", "check", "consumer", "local", "tests", "scripts"],  # lint
+        ["ruff", "format", "--check", "consumer", "local", "tests", "scripts"],  # formatting
         ["mypy"],  # strict typing, files from pyproject.toml
     ],
 )

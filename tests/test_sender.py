@@ -13,7 +13,6 @@ import requests
 from requests.structures import CaseInsensitiveDict
 
 from consumer import errors
-from consumer.local.standin import make_server
 from consumer.sender import (
     MAX_ANSWER_BYTES,
     QUOTA_WARNING_INTERVAL_SECONDS,
@@ -21,6 +20,7 @@ from consumer.sender import (
     RequestsTransport,
     Sender,
 )
+from local.standin import make_server
 from tests.conftest import ScriptedTransport
 
 

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import requests
 
-from consumer.local.standin import (
+from local.standin import (
     BATCH_BODY_LIMIT,
     EVENT_LIMIT,
     CaptureEnvelope,

@@ -11,11 +11,12 @@ from typing import Any
 
 import pytest
 
-from consumer.deadletter import KINESIS_RECORD_MAX_BYTES, DeadLetter, KinesisSink
-from consumer.local import harness
-from consumer.local.emulators import LOCAL_ENV, Emulators
-from consumer.mapping import KinesisRecord
+from consumer.deadletter import DeadLetter
+from consumer.kinesis_sink import KINESIS_RECORD_MAX_BYTES, KinesisSink
+from consumer.record import KinesisRecord
 from consumer.tools import EXIT_RECORD_ERROR, EXIT_UNREACHABLE, check, preview
+from local import harness
+from local.emulators import LOCAL_ENV, Emulators
 from tests.conftest import BASE_PROPERTIES
 
 

@@ -16,7 +16,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from consumer.local import emulators, harness
+from local import emulators, harness
 
 RUN_DIR = emulators.REPO_ROOT / ".local" / "run"
 STREAM = "demo-events"

@@ -21,8 +21,8 @@ from typing import Any
 
 import boto3
 
-from consumer.local.emulators import LOCAL_ENV, free_port, stop, wait_for_port
 from consumer.propfile import format_properties
+from local.emulators import LOCAL_ENV, REPO_ROOT, free_port, stop, wait_for_port
 
 LOCAL_API_KEY = "phc_local_standin"
 # KCL intervals that are long only by default; shortened so a local worker starts and
@@ -43,7 +43,7 @@ class StandIn:
     """The capture stand-in in its own process, and a small client for its hooks."""
 
     def __init__(self, log_file: Path, api_key: str = LOCAL_API_KEY) -> None:
-        """Start ``python -m consumer standin`` on a free loopback port."""
+        """Start ``python -m local standin`` on a free loopback port."""
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.api_key = api_key
@@ -53,11 +53,16 @@ class StandIn:
         self.process = self._spawn()
 
     def _spawn(self) -> subprocess.Popen[bytes]:
-        command = [sys.executable, "-m", "consumer", "standin", "--port", str(self.port)]
-        command += ["--api-key", self.api_key, "--record-file", str(self._record_file)]
+        command = [sys.executable, "-m", "local", "standin", "--port", str(self.port)]
+        command += ["--api-key", self.api_key, "--record-file", str(self._record_file.resolve())]
         with self._log_file.open("ab") as sink:
+            # `local` is repository tooling, not installed: run it from the repository root.
             process = subprocess.Popen(
-                command, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True
+                command,
+                cwd=REPO_ROOT,
+                stdout=sink,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
         wait_for_port(self.port, process, "capture stand-in")
         return process
@@ -86,7 +91,7 @@ class StandIn:
         return self._get("/_stats")
 
     def control(self, **settings: Any) -> None:
-        """Inject failures or a wrong host (see :mod:`consumer.local.standin`); replaces the last."""
+        """Inject failures or a wrong host (see :mod:`local.standin`); replaces the last."""
         self._post("/_control", settings)
 
     def reset(self) -> None:
@@ -129,35 +134,52 @@ def create_stream(client: Any, name: str, shards: int) -> None:
     )
 
 
+PUT_RECORDS_MAX = 500  # PutRecords' limit on records per call
+
+
 def put_records(client: Any, stream: str, records: Iterable[tuple[str, bytes]]) -> int:
     """Put ``(partition_key, data)`` pairs, 500 per call, retrying failed slots; return the count."""
+    return len(put_and_place(client, stream, records))
+
+
+def put_and_place(
+    client: Any, stream: str, records: Iterable[tuple[str, bytes]]
+) -> list[dict[str, Any]]:
+    """Put ``(partition_key, data)`` pairs, 500 per call, retrying failed slots.
+
+    Returns, for each pair in order, the answer slot that placed it (``ShardId``,
+    ``SequenceNumber``). The one place test and demo puts are cut into calls.
+    """
+    placed: list[dict[str, Any]] = []
     batch: list[tuple[str, bytes]] = []
-    total = 0
     for item in records:
         batch.append(item)
-        if len(batch) == 500:
-            total += _put(client, stream, batch)
+        if len(batch) == PUT_RECORDS_MAX:
+            placed += _put(client, stream, batch)
             batch = []
     if batch:
-        total += _put(client, stream, batch)
-    return total
+        placed += _put(client, stream, batch)
+    return placed
 
 
-def _put(client: Any, stream: str, batch: list[tuple[str, bytes]]) -> int:
-    pending = batch
+def _put(client: Any, stream: str, batch: list[tuple[str, bytes]]) -> list[dict[str, Any]]:
+    slots: list[dict[str, Any] | None] = [None] * len(batch)
+    pending = list(range(len(batch)))
     while pending:
         answer = client.put_records(
             StreamName=stream,
-            Records=[{"PartitionKey": key, "Data": data} for key, data in pending],
+            Records=[{"PartitionKey": batch[i][0], "Data": batch[i][1]} for i in pending],
         )
-        pending = [
-            item
-            for item, slot in zip(pending, answer["Records"], strict=True)
-            if "ErrorCode" in slot
-        ]
+        failed = []
+        for index, slot in zip(pending, answer["Records"], strict=True):
+            if "ErrorCode" in slot:
+                failed.append(index)
+            else:
+                slots[index] = slot
+        pending = failed
         if pending:
             time.sleep(0.2)
-    return len(batch)
+    return [slot for slot in slots if slot is not None]
 
 
 def write_properties(path: Path, values: Mapping[str, str]) -> Path:

@@ -945,7 +945,7 @@ def make_server(port: int, api_key: str, record_file: Path | None = None) -> Thr
 
 
 def serve(*, port: int, api_key: str, record_file: Path | None = None) -> int:
-    """Serve until interrupted (``python -m consumer standin``)."""
+    """Serve until interrupted (``python -m local standin``)."""
     server = make_server(port, api_key, record_file)
     log.info(
         "PostHog stand-in on http://127.0.0.1:%d (project key %s...)",

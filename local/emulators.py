@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[1]
 KINESIS_LOCAL_ENV = "KINESIS_LOCAL_DIR"
 DEFAULT_KINESIS_LOCAL = REPO_ROOT / ".local" / "node_modules" / "kinesis-local"
 STARTUP_TIMEOUT_SECONDS = 60.0

@@ -1,0 +1,28 @@
+"""The values that flow between the stages: a Kinesis record in, a mapped event out.
+
+They live apart from any stage so that every stage (mapping, delivery, dead letters,
+the KCL glue) can name them without importing another stage.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class KinesisRecord:
+    """The parts of a Kinesis record we use, independent of amazon-kclpy's classes."""
+
+    data: bytes
+    partition_key: str
+    sequence_number: str
+    sub_sequence_number: int
+    arrival_millis: int
+
+
+@dataclass(frozen=True, slots=True)
+class MappedEvent:
+    """One event ready for a batch: its uuid and its compact JSON encoding."""
+
+    uuid: str
+    payload: bytes
