@@ -142,16 +142,20 @@ class RecordProcessor(kcl.RecordProcessorBase):  # type: ignore[misc]
     def shard_ended(self, shard_ended_input: Any) -> None:
         """Checkpoint the shard's end so the daemon starts its children (after a split or merge)."""
         _, _, keeper = self._parts()
-        keeper.checkpoint_shard_end(shard_ended_input.checkpointer)
-        log.info("shard %s: shard ended and checkpointed", self.shard_id)
+        if keeper.checkpoint_shard_end(shard_ended_input.checkpointer):
+            log.info("shard %s: shard ended and checkpointed", self.shard_id)
+        else:
+            # The keeper logged why; the daemon re-delivers shardEnded to the next owner.
+            log.warning("shard %s: shard ended, but its end was not checkpointed", self.shard_id)
         self._log_progress()
 
     @_fatal_on_error
     def shutdown_requested(self, shutdown_requested_input: Any) -> None:
         """The worker is stopping: checkpoint what was delivered, for a clean hand-off."""
         _, _, keeper = self._parts()
-        keeper.checkpoint(shutdown_requested_input.checkpointer)
-        log.info("shard %s: shutdown requested; checkpointed", self.shard_id)
+        written = keeper.checkpoint(shutdown_requested_input.checkpointer)
+        outcome = "checkpointed" if written else "not checkpointed (see above)"
+        log.info("shard %s: shutdown requested; %s", self.shard_id, outcome)
         self._log_progress()
 
     def _parts(self) -> tuple[Mapper, Delivery, CheckpointKeeper]:

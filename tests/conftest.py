@@ -1,9 +1,10 @@
-"""Shared fixtures: settings, mapping rules and records from small dicts; a clean environment."""
+"""Fixtures only: settings, mapping rules and records from small dicts; a clean environment;
+the emulators and the end-to-end pipeline. Helpers and types live in ``tests/support.py``."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -11,19 +12,12 @@ import pytest
 from consumer import config, wiring
 from consumer.mapping import MappingRules
 from consumer.record import KinesisRecord
-
-BASE_PROPERTIES = {
-    "applicationName": "test-app",
-    "streamName": "events",
-    "regionName": "us-east-1",
-    "eventKey": "properties.eventName",
-    "posthogApiKey": "phc_test",
-    "posthogHost": "http://127.0.0.1:9",
-}
-
-SettingsFactory = Callable[..., config.Settings]
-RulesFactory = Callable[..., MappingRules]
-RecordFactory = Callable[..., KinesisRecord]
+from tests.support import (
+    BASE_PROPERTIES,
+    RecordFactory,
+    RulesFactory,
+    SettingsFactory,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -87,58 +81,6 @@ def _make_record() -> RecordFactory:
     return make
 
 
-class ScriptedTransport:
-    """A fake HTTP layer: answers from a script (or a function of the events), records requests.
-
-    An answer is a status (200 comes with PostHog's body), ``(status, headers)`` or
-    ``(status, headers, text)``, a :class:`~consumer.sender.Response`, an exception to
-    raise, or ``"timeout"``.
-    """
-
-    # What PostHog's Rust capture answers to an accepted batch (rust/capture/src/api.rs).
-    POSTHOG_OK = '{"status":"Ok"}'
-
-    def __init__(
-        self, *answers: Any, judge: Callable[[list[dict[str, Any]]], Any] | None = None
-    ) -> None:
-        self.answers = list(answers)
-        self.judge = judge
-        self.requests: list[dict[str, Any]] = []
-
-    def __call__(self, url: str, body: bytes, headers: Any, timeout: float) -> Any:
-        import gzip
-
-        from consumer.errors import RetryableDeliveryError
-        from consumer.sender import Response
-
-        document = json.loads(gzip.decompress(body))
-        self.requests.append(
-            {"url": url, "body": document, "headers": dict(headers), "timeout": timeout}
-        )
-        answer = (
-            self.judge(document["batch"])
-            if self.judge
-            else (self.answers.pop(0) if self.answers else 200)
-        )
-        if isinstance(answer, Exception):
-            raise answer
-        if isinstance(answer, Response):
-            return answer
-        if isinstance(answer, tuple):
-            status, extra, *text = answer
-            return Response(status, extra, text[0] if text else self._body_for(status))
-        if answer == "timeout":
-            raise RetryableDeliveryError("no answer from PostHog within 1s")
-        return Response(answer, {}, self._body_for(answer))
-
-    def _body_for(self, status: int) -> str:
-        return self.POSTHOG_OK if status == 200 else "refused"
-
-    def delivered_uuids(self) -> list[str]:
-        """Uuids of events in requests the script answered 200 (only meaningful with judge=None)."""
-        return [e["uuid"] for r in self.requests for e in r["body"]["batch"]]
-
-
 @pytest.fixture(name="sleeps")
 def _sleeps() -> list[float]:
     """Collects the waits a component asked for, instead of waiting."""
@@ -152,3 +94,12 @@ def _emulators(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
 
     with emulators.running(tmp_path_factory.mktemp("emulators")) as endpoints:
         yield endpoints
+
+
+@pytest.fixture(scope="session", name="pipeline")
+def _pipeline(tmp_path_factory: pytest.TempPathFactory, emulators: Any) -> Iterator[Any]:
+    """The stand-in, the stream and the worker every end-to-end module shares."""
+    from tests.support import shared_pipeline
+
+    with shared_pipeline(tmp_path_factory.mktemp("e2e"), emulators) as pipeline:
+        yield pipeline

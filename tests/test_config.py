@@ -15,7 +15,7 @@ from consumer.errors import ConfigError
 from consumer.launcher import KCL_DEFAULTS, jar_dir
 from consumer.mapping import MissingDistinctId
 from local.harness import FAST_KCL
-from tests.conftest import BASE_PROPERTIES, SettingsFactory
+from tests.support import BASE_PROPERTIES, SettingsFactory
 
 ROOT = Path(__file__).resolve().parents[1]
 LIST_KCL_KEYS = Path(__file__).with_name("kcl_keys") / "ListKclKeys.java"

@@ -19,7 +19,7 @@ from consumer.errors import (
 from consumer.mapping import Mapper
 from consumer.retry import RetryPolicy
 from consumer.sender import Sender
-from tests.conftest import RecordFactory, RulesFactory, ScriptedTransport
+from tests.support import RecordFactory, RulesFactory, ScriptedTransport
 
 
 class MemorySink:

@@ -13,7 +13,7 @@ from consumer.__main__ import _watch_leader
 from consumer.aws import AwsAccess
 from consumer.launcher import DAEMON_CLASS, PROPERTIES_ENV, prepare
 from consumer.propfile import read_properties
-from tests.conftest import BASE_PROPERTIES
+from tests.support import BASE_PROPERTIES
 
 
 def test_prepare(tmp_path: Path) -> None:

@@ -34,8 +34,9 @@ from consumer.errors import RecordError
 from consumer.mapping import MAX_DECOMPRESSED_BYTES, REASONS, Mapper, MappingRules
 from consumer.record import KinesisRecord, MappedEvent
 from consumer.timestamps import parse_timestamp
-from local import standin
-from tests.conftest import BASE_PROPERTIES, RecordFactory, RulesFactory
+from local.capture_rules import FILTERED_EVENT_NAMES
+from local.captured_event import CaptureEnvelope, captured_distinct_id, captured_message_bytes
+from tests.support import BASE_PROPERTIES, RecordFactory, RulesFactory
 
 SEED_RECORD = {"properties": {"eventName": "my posthog event", "userId": "$userId", "foo": "bar"}}
 
@@ -423,10 +424,10 @@ def check_event(mapped: MappedEvent) -> dict[str, Any]:
     check_readable_by_capture(event)
     # capture's rules: a distinct id not blank once trimmed as Rust trims, a boolean
     # $cookieless_mode if any, a name it does not filter out, a message within the limit.
-    assert standin.captured_distinct_id(event) is not None, "capture finds no distinct id"
+    assert captured_distinct_id(event) is not None, "capture finds no distinct id"
     cookieless = event["properties"].get("$cookieless_mode", False)
     assert isinstance(cookieless, bool), "capture refuses a $cookieless_mode not boolean"
-    assert event["event"] not in standin.FILTERED_EVENT_NAMES
+    assert event["event"] not in FILTERED_EVENT_NAMES
     assert standin_measure(mapped.payload) <= MAX_EVENT_BYTES
     return event
 
@@ -734,8 +735,8 @@ def filler_record(unit: str | float, count: int, *, as_name: bool = False) -> Ki
 
 def standin_measure(payload: bytes) -> int:
     """The Kafka message capture would build of ``payload``, as the stand-in measures it."""
-    envelope = standin.CaptureEnvelope(token=BASE_PROPERTIES["posthogApiKey"], ip=LONGEST_IP)
-    return standin.captured_message_bytes(json.loads(payload), envelope)
+    envelope = CaptureEnvelope(token=BASE_PROPERTIES["posthogApiKey"], ip=LONGEST_IP)
+    return captured_message_bytes(json.loads(payload), envelope)
 
 
 class TestCaptureSize:

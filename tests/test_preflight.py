@@ -14,7 +14,7 @@ from consumer.errors import ConfigError, RetryableDeliveryError
 from consumer.preflight import KeyVerdict, verify_key
 from consumer.sender import Response
 from local.standin import make_server
-from tests.conftest import SettingsFactory
+from tests.support import SettingsFactory
 
 HOST = "https://ph.example"
 

@@ -17,7 +17,7 @@ from amazon_kclpy import kcl
 
 from consumer.processor import EXIT_POSTHOG_REFUSED
 from consumer.wiring import build_processor
-from tests.conftest import ScriptedTransport, SettingsFactory
+from tests.support import ScriptedTransport, SettingsFactory
 
 SHARD = "shardId-000000000003"
 

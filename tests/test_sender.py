@@ -21,7 +21,7 @@ from consumer.sender import (
     Sender,
 )
 from local.standin import make_server
-from tests.conftest import ScriptedTransport
+from tests.support import ScriptedTransport
 
 
 def sender_with(transport: ScriptedTransport) -> Sender:

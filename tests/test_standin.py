@@ -14,14 +14,9 @@ from typing import Any
 import pytest
 import requests
 
-from local.standin import (
-    BATCH_BODY_LIMIT,
-    EVENT_LIMIT,
-    CaptureEnvelope,
-    captured_message_bytes,
-    make_server,
-    ryu,
-)
+from local.capture_body import BATCH_BODY_LIMIT
+from local.captured_event import EVENT_LIMIT, CaptureEnvelope, captured_message_bytes, ryu
+from local.standin import make_server
 
 KEY = "phc_standin_test"
 OTHER_KEY = "phc_another_project"

@@ -17,7 +17,7 @@ from consumer.record import KinesisRecord
 from consumer.tools import EXIT_RECORD_ERROR, EXIT_UNREACHABLE, check, preview
 from local import harness
 from local.emulators import LOCAL_ENV, Emulators
-from tests.conftest import BASE_PROPERTIES
+from tests.support import BASE_PROPERTIES
 
 
 def write(path: Path, values: dict[str, str]) -> Path:

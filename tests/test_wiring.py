@@ -9,7 +9,7 @@ import pytest
 from consumer import wiring
 from consumer.mapping import MappingRules
 from consumer.wiring import EXIT_DAEMON_GONE, orphan_aware_sleep
-from tests.conftest import SettingsFactory
+from tests.support import SettingsFactory
 
 
 def test_sleeps_in_steps_while_the_daemon_lives() -> None:
