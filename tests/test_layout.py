@@ -111,3 +111,40 @@ def test_the_cycle_finder_finds_cycles() -> None:
     """A cycle is reported as a path, so the test above is not vacuous."""
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert find_cycle({"a": {"b", "c"}, "b": {"c"}, "c": set()}) is None
+
+
+README = PACKAGE.parent / "README.md"
+
+
+def drawn_layers() -> dict[str, int]:
+    """README's layer block: ``layer N  <title>  mod, mod`` -> {consumer.mod: N}."""
+    text = README.read_text(encoding="utf-8")
+    block = text.split("Who may import whom", 1)[1].split("```", 2)[1]
+    layers: dict[str, int] = {}
+    for line in block.strip().splitlines():
+        words = line.split()
+        level = int(words[1])
+        names = line.split("  ")[-1].split(",")
+        for name in (n.strip() for n in names):
+            assert f"consumer.{name}" not in layers, f"{name} is drawn twice"
+            layers[f"consumer.{name}"] = level
+    return layers
+
+
+def test_the_readme_draws_every_module_once() -> None:
+    """Each module of the package is in exactly one layer of README's drawing."""
+    modules = set(import_graph()) - {"consumer"}
+    assert set(drawn_layers()) == modules
+
+
+def test_modules_import_only_from_lower_layers() -> None:
+    """The drawing is the rule: every import goes to a lower layer."""
+    layers = drawn_layers()
+    wrong = [
+        f"{module} (layer {layers[module]}) imports {target} (layer {layers[target]})"
+        for module, targets in import_graph().items()
+        if module in layers
+        for target in targets
+        if target in layers and layers[target] >= layers[module]
+    ]
+    assert not wrong, "\n".join(wrong)
