@@ -81,9 +81,11 @@ case "$command" in
     shift; setup
     exec "$VENV/bin/python" -m consumer "$command" "$@" ;;
   -h|--help|help)
-    sed -n '2,16p' "$0" ;;
+    # The header comment, whatever its length: from line 2 to the first non-comment line.
+    sed -n '2,/^[^#]/{/^#/p}' "$0" | sed 's/^# \{0,1\}//' ;;
   *)
     if [ ! -f "$command" ]; then
+      # 64: ExitStatus.USAGE in consumer/exits.py.
       say "no such properties file: $command (try ./run.sh --help)"; exit 64
     fi
     setup

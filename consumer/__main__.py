@@ -20,8 +20,6 @@ from consumer import config
 from consumer.errors import ConfigError
 from consumer.exits import ExitStatus
 
-PROPERTIES_ENV = config.PROPERTIES_ENV
-
 log = logging.getLogger("consumer")
 
 
@@ -62,9 +60,9 @@ def _process(properties: str | None) -> int:
     # Ctrl+C reaches the whole process group; the daemon must be the one to stop us,
     # with shutdownRequested and then EOF on stdin, so nothing in flight is abandoned.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    path = properties or os.environ.get(PROPERTIES_ENV)
+    path = properties or os.environ.get(config.PROPERTIES_ENV)
     if not path:
-        raise ConfigError(PROPERTIES_ENV, "", "the properties file path (run.sh sets it)")
+        raise ConfigError(config.PROPERTIES_ENV, "", "the properties file path (run.sh sets it)")
     settings = config.load(Path(path))
     kcl.KCLProcess(build_processor(settings)).run()
     return ExitStatus.OK
@@ -72,13 +70,13 @@ def _process(properties: str | None) -> int:
 
 def _watch_leader(parent_pid: int) -> int:
     """Run the leader-lock watchdog beside the daemon (started by ``run``)."""
-    from consumer import leader, wiring
+    from consumer import wiring
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # it ends when the daemon does
-    settings, properties = config.load_with_properties(Path(os.environ[PROPERTIES_ENV]))
-    table = leader.coordinator_table(dict(properties), settings.application_name)
-    access = wiring.aws_access(settings)
-    return leader.watch(access, table, parent_pid, settings.leader_lock_stale_seconds)
+    path = os.environ.get(config.PROPERTIES_ENV)
+    if not path:
+        raise ConfigError(config.PROPERTIES_ENV, "", "the daemon's properties file (run sets it)")
+    return wiring.watch_leader(config.load_with_properties(Path(path)), parent_pid)
 
 
 def configure_logging() -> None:
@@ -99,7 +97,9 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m consumer", description=__doc__)
     commands = parser.add_subparsers(dest="command")
     process = commands.add_parser("process", help="KCL record processor (started by the daemon)")
-    process.add_argument("--properties", help=f"properties file (default: ${PROPERTIES_ENV})")
+    process.add_argument(
+        "--properties", help=f"properties file (default: ${config.PROPERTIES_ENV})"
+    )
     parser.set_defaults(properties=None)
     run = commands.add_parser("run", help="validate the properties and exec the KCL daemon")
     run.add_argument("properties_file")

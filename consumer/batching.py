@@ -9,7 +9,7 @@ join, not a second JSON encoding of every event.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Protocol, TypeVar
 
 # The envelope around the events: {"api_key":"...","historical_migration":false,"batch":[]}
@@ -27,6 +27,7 @@ class Encoded(Protocol):
 
 
 _T = TypeVar("_T", bound=Encoded)
+_U = TypeVar("_U")
 
 
 def cut(items: Sequence[_T], *, max_events: int, max_bytes: int) -> Iterator[list[_T]]:
@@ -35,17 +36,40 @@ def cut(items: Sequence[_T], *, max_events: int, max_bytes: int) -> Iterator[lis
     An item that alone exceeds ``max_bytes`` travels alone: mapping already refused
     events over PostHog's per-event limit, so such an item is still deliverable.
     """
-    batch: list[_T] = []
-    size = _ENVELOPE_SLACK_BYTES
+    return runs(
+        items,
+        max_count=max_events,
+        max_bytes=max_bytes,
+        size=lambda item: len(item.payload) + 1,  # and its comma
+        overhead=_ENVELOPE_SLACK_BYTES,
+    )
+
+
+def runs(
+    items: Iterable[_U],
+    *,
+    max_count: int,
+    max_bytes: int,
+    size: Callable[[_U], int],
+    overhead: int = 0,
+) -> Iterator[list[_U]]:
+    """Consecutive runs of ``items``, each within ``max_count`` items and ``max_bytes``.
+
+    A run's bytes are ``overhead`` plus each item's ``size``; an item over ``max_bytes``
+    runs alone. The one way requests are cut by count and bytes: PostHog batches here, PutRecords
+    calls in :mod:`consumer.kinesis_sink` and in the local harness.
+    """
+    run: list[_U] = []
+    total = overhead
     for item in items:
-        item_size = len(item.payload) + 1
-        if batch and (len(batch) >= max_events or size + item_size > max_bytes):
-            yield batch
-            batch, size = [], _ENVELOPE_SLACK_BYTES
-        batch.append(item)
-        size += item_size
-    if batch:
-        yield batch
+        item_size = size(item)
+        if run and (len(run) >= max_count or total + item_size > max_bytes):
+            yield run
+            run, total = [], overhead
+        run.append(item)
+        total += item_size
+    if run:
+        yield run
 
 
 def encode_body(api_key: str, payloads: Sequence[bytes], *, historical_migration: bool) -> bytes:

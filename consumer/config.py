@@ -241,7 +241,12 @@ def apply_overrides(raw: Mapping[str, str], environ: Mapping[str, str]) -> dict[
     for name, value in environ.items():
         if name.startswith(ENV_PREFIX) and name not in (ENV_PREFIX, PROPERTIES_ENV):
             key = name[len(ENV_PREFIX) :]
-            merged[key if key in by_lower.values() else by_lower.get(key.lower(), key)] = value
+            key = key if key in by_lower.values() else by_lower.get(key.lower(), key)
+            if key not in OUR_KEYS and kclkeys.daemon_property(key) is None:
+                # Name the variable the operator set: the key is in no file to search for.
+                guess = kclkeys.suggest(key, OUR_KEYS)
+                raise kclkeys.unknown_key(name, guess and ENV_PREFIX + guess)
+            merged[key] = value
     for setting in SETTINGS:
         if setting.env and environ.get(setting.env):
             merged[setting.key] = environ[setting.env]
@@ -259,11 +264,6 @@ def from_mapping(raw: Mapping[str, str]) -> Settings:
     for rule in _RULES:
         rule(settings, values)
     return settings
-
-
-def parse_mappings(text: str) -> tuple[PropertyMapping, ...]:
-    """Parse ``src.path:dest, other.path:dest2`` (whitespace around entries is trimmed)."""
-    return p.mappings("additionalPropertyMappings", text)
 
 
 def readme_table() -> str:

@@ -6,6 +6,8 @@ The hierarchy follows what the caller must do about each failure::
     ├── ConfigError               bad settings: fail at start-up, before any record is read
     ├── RecordError               one record cannot become an event: dead-letter it, go on
     ├── DeadLetterError           the dead-letter destination refused a write: do not checkpoint
+    ├── DependencyError           start-up: Kinesis, DynamoDB or the dead-letter destination
+    │                             cannot be reached or refused us: exit 69, naming it
     └── DeliveryError             PostHog did not accept a batch (carries status, retry_after)
         ├── RetryableDeliveryError    connection error, timeout, 408, 429, 5xx: back off, resend
         └── PermanentDeliveryError    resending the same bytes cannot succeed (also any other
@@ -19,8 +21,10 @@ The hierarchy follows what the caller must do about each failure::
             └── RefusalStreakError    events refused one by one and no sign PostHog judged them
                                       (see consumer.delivery): stop before dead-lettering
 
-Foreign exceptions (``requests``, ``botocore``, ``json``, ...) are translated into
-these at the module that talks to the foreign library, with ``raise ... from exc``.
+``paths.PathSyntaxError`` (a ``ValueError`` of the path parser, which imports nothing of
+ours) becomes a ConfigError where settings are read. Foreign exceptions (``requests``,
+``botocore``, ``json``, ...) are translated into these at the module that talks to the
+foreign library, with ``raise ... from exc``.
 """
 
 from __future__ import annotations
@@ -53,6 +57,10 @@ class RecordError(ConsumerError):
 
 class DeadLetterError(ConsumerError):
     """Writing to the dead-letter destination failed, so the record must not be checkpointed."""
+
+
+class DependencyError(ConsumerError):
+    """A dependency cannot be reached or refused us at start-up; the message names it."""
 
 
 class DeliveryError(ConsumerError):

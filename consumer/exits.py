@@ -14,10 +14,12 @@ class ExitStatus(enum.IntEnum):
 
     #: Done, or stopped on request.
     OK = 0
+    #: ``run.sh``: no such command or properties file (EX_USAGE; written in run.sh too).
+    USAGE = 64
     #: ``preview``: the record would be dead-lettered (EX_DATAERR).
     RECORD_ERROR = 65
-    #: ``run``/``check``: Kinesis, DynamoDB (or, for ``check``, PostHog) cannot be reached
-    #: or refused us at start-up (EX_UNAVAILABLE).
+    #: ``run``/``check``: Kinesis, DynamoDB or the dead-letter destination (for ``check``,
+    #: also PostHog) cannot be reached or refused us at start-up (EX_UNAVAILABLE).
     UNAVAILABLE = 69
     #: A shard process hit a bug; nothing was checkpointed past it (EX_SOFTWARE).
     UNEXPECTED = 70

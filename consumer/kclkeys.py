@@ -21,7 +21,7 @@ checks, dead-letter stream and leader watchdog use (``kinesisEndpoint``,
 ``dynamoDBEndpoint``, ``regionName``).
 
 :data:`KCL_KEYS` is exact for the jars amazon-kclpy installs: ``tests/kcl_keys/ListKclKeys.java``
-lists them with the configurator's own BeanUtils introspection, and ``tests/test_config.py``
+lists them with the configurator's own BeanUtils introspection, and ``tests/test_kclkeys.py``
 fails when that list and this one differ. After upgrading amazon-kclpy, regenerate it with
 ``java -cp '<amazon_kclpy>/jars/*' tests/kcl_keys/ListKclKeys.java``.
 """
@@ -192,6 +192,20 @@ def daemon_property(key: str) -> str | None:
     return _SAME_FIELD.get(name, name)
 
 
+def suggest(key: str, ours: frozenset[str]) -> str | None:
+    """The known key ``key`` was probably meant to be: same letters in another case, or close."""
+    known = sorted(ours | KCL_KEYS)
+    return {name.lower(): name for name in known}.get(key.lower()) or next(
+        iter(difflib.get_close_matches(key, known, n=1)), None
+    )
+
+
+def unknown_key(name: str, guess: str | None) -> ConfigError:
+    """The error for a key nobody reads; its value is never shown (it may be a secret)."""
+    hint = f"did you mean {guess}?" if guess else _WHERE_LISTED
+    return ConfigError(name, "<not shown>", f"{_UNKNOWN}; {hint}")
+
+
 def reject_unknown(values: Mapping[str, str], ours: frozenset[str]) -> None:
     """Refuse a key that is neither in ``ours`` nor read by the daemon, or a second key for one setting.
 
@@ -205,13 +219,7 @@ def reject_unknown(values: Mapping[str, str], ours: frozenset[str]) -> None:
             continue
         target = daemon_property(key)
         if target is None:
-            known = sorted(ours | KCL_KEYS)
-            guess = {name.lower(): name for name in known}.get(key.lower()) or next(
-                iter(difflib.get_close_matches(key, known, n=1)), None
-            )
-            # An unknown key's value is never shown: it may be a secret by another name.
-            hint = f"did you mean {guess}?" if guess else _WHERE_LISTED
-            raise ConfigError(key, "<not shown>", f"{_UNKNOWN}; {hint}")
+            raise unknown_key(key, suggest(key, ours))
         if target in setters:
             raise ConfigError(
                 key,

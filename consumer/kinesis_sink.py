@@ -30,10 +30,11 @@ import gzip
 import hashlib
 import json
 import logging
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from consumer.batching import runs
 from consumer.deadletter import DETAIL_MAX_CHARS, DeadLetter, clip
 from consumer.errors import DeadLetterError
 from consumer.mapping import MAX_DECOMPRESSED_BYTES
@@ -97,7 +98,13 @@ class KinesisSink:
         throttled stream is not pushed further.
         """
         slots = (_slot(entry) for entry in entries if entry not in self._written)
-        for chunk in _chunks(slots):
+        chunks = runs(
+            slots,
+            max_count=PUT_RECORDS_MAX_ENTRIES,
+            max_bytes=PUT_RECORDS_MAX_BYTES,
+            size=lambda slot: slot.size,
+        )
+        for chunk in chunks:
             self._put(chunk)
         self._written.clear()
 
@@ -199,22 +206,6 @@ def _partition_key(key: str) -> str:
     if units is not None and units <= PARTITION_KEY_MAX_CHARS:
         return key
     return "sha256:" + hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
-
-
-def _chunks(slots: Iterable[_Slot]) -> Iterator[list[_Slot]]:
-    """Consecutive slots, at most PUT_RECORDS_MAX_ENTRIES and PUT_RECORDS_MAX_BYTES a chunk."""
-    chunk: list[_Slot] = []
-    size = 0
-    for slot in slots:
-        if chunk and (
-            len(chunk) == PUT_RECORDS_MAX_ENTRIES or size + slot.size > PUT_RECORDS_MAX_BYTES
-        ):
-            yield chunk
-            chunk, size = [], 0
-        chunk.append(slot)
-        size += slot.size
-    if chunk:
-        yield chunk
 
 
 def _describe(exc: Exception) -> str:

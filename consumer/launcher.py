@@ -23,14 +23,13 @@ from typing import NamedTuple
 import amazon_kclpy
 
 from consumer import config, kclkeys, preflight
-from consumer.errors import ConfigError
+from consumer.errors import ConfigError, DependencyError
 from consumer.exits import ExitStatus
 from consumer.propfile import format_properties
 
 log = logging.getLogger(__name__)
 
 DAEMON_CLASS = "software.amazon.kinesis.multilang.MultiLangDaemon"
-PROPERTIES_ENV = config.PROPERTIES_ENV
 # Daemon logging to stderr, quiet SDK; a logback.xml beside the properties file wins.
 DEFAULT_LOGBACK = Path(__file__).with_name("logback.xml")
 # Defaults we apply when the file is silent. shutdownGraceMillis defaults to 0 in KCL,
@@ -81,7 +80,7 @@ def prepare(properties_path: Path, environ: Mapping[str, str], workdir: Path) ->
     effective.write_text(format_properties(merged), encoding="utf-8")
 
     env = dict(environ)
-    env[PROPERTIES_ENV] = str(effective)
+    env[config.PROPERTIES_ENV] = str(effective)
     env[config.API_KEY_ENV] = settings.api_key
     if settings.aws_access_key_id and settings.aws_secret_access_key:
         env["AWS_ACCESS_KEY_ID"] = settings.aws_access_key_id
@@ -126,7 +125,7 @@ def run(properties_path: Path) -> int:
             preflight.probe_dead_letter,
         ):
             log.info("%s", probe(settings))
-    except preflight.ProbeError as exc:
+    except DependencyError as exc:
         log.critical("cannot start: %s", exc)
         return ExitStatus.UNAVAILABLE
     preflight.require_known_key(settings, log.warning)

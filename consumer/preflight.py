@@ -28,7 +28,7 @@ from typing import Any
 from consumer import aws, wiring
 from consumer.config import Settings
 from consumer.deadletter import DEAD_LETTER_FILE_MODE, DeadLetterKind
-from consumer.errors import ConfigError, DeliveryError
+from consumer.errors import ConfigError, DeliveryError, DependencyError
 from consumer.sender import RequestsTransport, Response, Transport
 
 FLAGS_PATH = "/flags/?v=2&only_evaluate_survey_feature_flags=true"
@@ -46,10 +46,6 @@ _REDIRECTS = range(300, 400)
 # without one of these (a proxy, a WAF page) says nothing about the key.
 UNKNOWN_KEY_CODES = frozenset({"authentication_failed", "invalid_api_key"})
 UNKNOWN_KEY_TEXTS = ("API key is invalid", "Project API key invalid")
-
-
-class ProbeError(Exception):
-    """A dependency cannot be reached or refused us; the message names the endpoint."""
 
 
 class KeyVerdict(enum.Enum):
@@ -167,7 +163,7 @@ def require_known_key(
 
 
 def probe_kinesis(settings: Settings) -> str:
-    """Describe the stream; raise :class:`ProbeError` naming the endpoint if we cannot."""
+    """Describe the stream; raise :class:`DependencyError` naming the endpoint if we cannot."""
     described = _call(
         settings,
         "kinesis",
@@ -178,7 +174,7 @@ def probe_kinesis(settings: Settings) -> str:
 
 
 def probe_dynamodb(settings: Settings) -> str:
-    """List tables (the lease table may not exist yet); raise :class:`ProbeError` if we cannot."""
+    """List tables (the lease table may not exist yet); raise :class:`DependencyError` if we cannot."""
     tables = _call(settings, "dynamodb", lambda dynamodb: dynamodb.list_tables(Limit=100))
     exists = settings.application_name in tables["TableNames"]
     state = "exists" if exists else "will be created by KCL on first start"
@@ -186,7 +182,7 @@ def probe_dynamodb(settings: Settings) -> str:
 
 
 def probe_dead_letter(settings: Settings) -> str:
-    """Check the dead-letter destination can take writes; raise :class:`ProbeError` if not.
+    """Check the dead-letter destination can take writes; raise :class:`DependencyError` if not.
 
     A worker whose sink is missing would start, then wait on its first bad record forever.
     """
@@ -203,7 +199,7 @@ def probe_dead_letter(settings: Settings) -> str:
         path.parent.mkdir(parents=True, exist_ok=True)
         os.close(os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, DEAD_LETTER_FILE_MODE))
     except OSError as exc:
-        raise ProbeError(f"deadLetter file {path}: {exc.strerror}") from exc
+        raise DependencyError(f"deadLetter file {path}: {exc.strerror}") from exc
     return f"dead-letter file {path} is writable"
 
 
@@ -218,4 +214,4 @@ def _call(settings: Settings, service: aws.Service, call: Callable[[Any], Any]) 
         endpoint = client.meta.endpoint_url
         return call(client)
     except (BotoCoreError, ClientError) as exc:
-        raise ProbeError(f"{name} at {endpoint or 'the AWS default endpoint'}: {exc}") from exc
+        raise DependencyError(f"{name} at {endpoint or 'the AWS default endpoint'}: {exc}") from exc

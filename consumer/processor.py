@@ -32,9 +32,6 @@ from consumer.record import KinesisRecord
 
 log = logging.getLogger(__name__)
 
-# Exit statuses of a shard process; the daemon then exits too (see README).
-EXIT_UNEXPECTED = ExitStatus.UNEXPECTED
-EXIT_POSTHOG_REFUSED = ExitStatus.CONFIG
 
 # Each builds one shard's part from its shard id (see consumer.wiring).
 MapperFactory = Callable[[str], Mapper]
@@ -52,17 +49,17 @@ def _fatal_on_error(method: _F) -> _F:
             method(self, *args)
         except AuthenticationError as exc:
             log.critical("%s; stopping without checkpointing. Fix the key and restart.", exc)
-            raise SystemExit(EXIT_POSTHOG_REFUSED) from exc
+            raise SystemExit(ExitStatus.CONFIG) from exc
         except PermanentDeliveryError as exc:
             log.critical("%s; stopping without checkpointing. Check posthogHost.", exc)
-            raise SystemExit(EXIT_POSTHOG_REFUSED) from exc
+            raise SystemExit(ExitStatus.CONFIG) from exc
         except Exception as exc:
             log.critical(
                 "shard %s: unexpected error; stopping without checkpointing",
                 self.shard_id,
                 exc_info=True,
             )
-            raise SystemExit(EXIT_UNEXPECTED) from exc
+            raise SystemExit(ExitStatus.UNEXPECTED) from exc
 
     return wrapper  # type: ignore[return-value]
 

@@ -18,15 +18,13 @@ from pathlib import Path
 from typing import TextIO
 
 from consumer import config, preflight, wiring
-from consumer.errors import RecordError
+from consumer.errors import ConfigError, DependencyError, RecordError
 from consumer.exits import ExitStatus
 from consumer.mapping import Mapper
 from consumer.record import KinesisRecord
 
 # preview needs no PostHog key; a placeholder satisfies validation.
 _PREVIEW_KEY = "phc_preview"
-EXIT_RECORD_ERROR = ExitStatus.RECORD_ERROR
-EXIT_UNREACHABLE = ExitStatus.UNAVAILABLE
 
 
 def preview(
@@ -47,7 +45,10 @@ def preview(
     elif path in (None, "-"):
         raw = sys.stdin.buffer.read()
     else:
-        raw = Path(path).read_bytes()
+        try:
+            raw = Path(path).read_bytes()
+        except OSError as exc:
+            raise ConfigError("--record", path, f"a readable file ({exc.strerror})") from exc
     record = KinesisRecord(
         data=raw,
         partition_key="preview-partition-key",
@@ -62,7 +63,7 @@ def preview(
             json.dumps({"deadLetter": {"reason": exc.reason, "detail": exc.detail}}, indent=2)
             + "\n"
         )
-        return EXIT_RECORD_ERROR
+        return ExitStatus.RECORD_ERROR
     out.write(json.dumps(json.loads(event.payload), indent=2, ensure_ascii=False) + "\n")
     return ExitStatus.OK
 
@@ -84,15 +85,15 @@ def check(properties: Path, *, out: TextIO | None = None) -> int:
     for name, probe in probes:
         try:
             out.write(f"{name}: ok ({probe()})\n")
-        except preflight.ProbeError as exc:
+        except DependencyError as exc:
             failed += 1
             out.write(f"{name}: FAILED ({exc})\n")
-    return EXIT_UNREACHABLE if failed else ExitStatus.OK
+    return ExitStatus.UNAVAILABLE if failed else ExitStatus.OK
 
 
 def _probe_posthog(settings: config.Settings) -> str:
     """``check`` is for a person: an unverified key is a failure here, not a warning."""
     result = preflight.verify_key(settings.posthog_host, settings.api_key)
     if result.verdict is not preflight.KeyVerdict.KNOWN:
-        raise preflight.ProbeError(f"project API key {result.verdict.value}: {result.detail}")
+        raise DependencyError(f"project API key {result.verdict.value}: {result.detail}")
     return result.detail

@@ -17,9 +17,9 @@ import os
 import time
 from collections.abc import Callable
 
-from consumer import aws
+from consumer import aws, leader
 from consumer.checkpoint import CheckpointKeeper
-from consumer.config import Settings
+from consumer.config import Loaded, Settings
 from consumer.deadletter import DeadLetterSink, build_sink
 from consumer.delivery import Delivery
 from consumer.exits import ExitStatus
@@ -34,7 +34,6 @@ log = logging.getLogger(__name__)
 # A shard process whose daemon is gone must not go on retrying as an orphan: nothing
 # it delivers could be checkpointed. Checked at least this often while waiting.
 ORPHAN_CHECK_SECONDS = 1.0
-EXIT_DAEMON_GONE = ExitStatus.DAEMON_GONE  # the records are re-read by the next lease owner
 
 
 def orphan_aware_sleep(
@@ -50,7 +49,7 @@ def orphan_aware_sleep(
         while True:
             if getppid() != parent_pid:
                 log.warning("the KCL daemon is gone; exiting without checkpointing")
-                raise SystemExit(EXIT_DAEMON_GONE)
+                raise SystemExit(ExitStatus.DAEMON_GONE)  # the next lease owner re-reads
             if remaining <= 0:
                 return
             step = min(remaining, ORPHAN_CHECK_SECONDS)
@@ -143,3 +142,10 @@ def build_processor(
     return RecordProcessor(
         stream=settings.stream_name, mapper=mapper, delivery=delivery, keeper=keeper
     )
+
+
+def watch_leader(loaded: Loaded, parent_pid: int) -> int:
+    """Run the leader-lock watchdog (``__main__ watch-leader``) with the daemon's own table."""
+    settings = loaded.settings
+    table = leader.coordinator_table(dict(loaded.daemon_properties), settings.application_name)
+    return leader.watch(aws_access(settings), table, parent_pid, settings.leader_lock_stale_seconds)

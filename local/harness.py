@@ -21,6 +21,8 @@ from typing import Any
 
 import boto3
 
+from consumer.batching import runs
+from consumer.kinesis_sink import PUT_RECORDS_MAX_BYTES, PUT_RECORDS_MAX_ENTRIES
 from consumer.propfile import format_properties
 from local.emulators import LOCAL_ENV, REPO_ROOT, free_port, stop, wait_for_port
 
@@ -134,31 +136,28 @@ def create_stream(client: Any, name: str, shards: int) -> None:
     )
 
 
-PUT_RECORDS_MAX = 500  # PutRecords' limit on records per call
-
-
 def put_records(client: Any, stream: str, records: Iterable[tuple[str, bytes]]) -> int:
-    """Put ``(partition_key, data)`` pairs, 500 per call, retrying failed slots; return the count."""
+    """Put ``(partition_key, data)`` pairs (see :func:`put_and_place`); return the count."""
     return len(put_and_place(client, stream, records))
 
 
 def put_and_place(
     client: Any, stream: str, records: Iterable[tuple[str, bytes]]
 ) -> list[dict[str, Any]]:
-    """Put ``(partition_key, data)`` pairs, 500 per call, retrying failed slots.
+    """Put ``(partition_key, data)`` pairs within PutRecords' limits, retrying failed slots.
 
     Returns, for each pair in order, the answer slot that placed it (``ShardId``,
     ``SequenceNumber``). The one place test and demo puts are cut into calls.
     """
     placed: list[dict[str, Any]] = []
-    batch: list[tuple[str, bytes]] = []
-    for item in records:
-        batch.append(item)
-        if len(batch) == PUT_RECORDS_MAX:
-            placed += _put(client, stream, batch)
-            batch = []
-    if batch:
-        placed += _put(client, stream, batch)
+    calls = runs(
+        records,
+        max_count=PUT_RECORDS_MAX_ENTRIES,
+        max_bytes=PUT_RECORDS_MAX_BYTES,
+        size=lambda record: len(record[0].encode()) + len(record[1]),
+    )
+    for call in calls:
+        placed += _put(client, stream, call)
     return placed
 
 

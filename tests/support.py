@@ -7,17 +7,27 @@ every end-to-end module shares, and one way to wait for deliveries.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
+import re
 import time
+import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from consumer import config
-from consumer.mapping import MappingRules, event_uuid
-from consumer.record import KinesisRecord
+import pytest
+
+from consumer import config, wiring
+from consumer.capture_rules import DOUBLE_OVERFLOW_INT, MAX_EVENT_BYTES, MAX_EVENT_DEPTH
+from consumer.deadletter import DeadLetter
+from consumer.errors import ConfigError, RecordError
+from consumer.mapping import REASONS, Mapper, MappingRules, event_uuid
+from consumer.record import KinesisRecord, MappedEvent
 from local import harness
+from local.capture_rules import FILTERED_EVENT_NAMES
+from local.captured_event import CaptureEnvelope, captured_distinct_id, captured_message_bytes
 from local.emulators import Emulators
 
 # --- Unit tests -------------------------------------------------------------------------
@@ -83,9 +93,184 @@ class ScriptedTransport:
     def _body_for(self, status: int) -> str:
         return self.POSTHOG_OK if status == 200 else "refused"
 
-    def delivered_uuids(self) -> list[str]:
-        """Uuids of events in requests the script answered 200 (only meaningful with judge=None)."""
-        return [e["uuid"] for r in self.requests for e in r["body"]["batch"]]
+
+# Mapping: records of known bytes, and the checks an event must pass to reach PostHog
+# (tests/test_mapping.py, test_capture_rules.py, test_timestamps.py).
+#
+# The promise under test: Mapper.map returns a MappedEvent that PostHog's capture can read,
+# or raises RecordError with a reason in REASONS, and nothing else, whatever the bytes.
+
+SHARD = "shardId-000000000007"
+ARRIVAL_MILLIS = 1_700_000_000_123
+ARRIVAL_TEXT = "2023-11-14T22:13:20.123Z"
+TIMESTAMP_FORM = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z")
+EVENT_KEYS = {"event", "distinct_id", "properties", "timestamp", "uuid"}
+# The longest client address capture can put in a message (IPv6 with an IPv4 tail).
+LONGEST_IP = "ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255"
+
+
+def event_of(mapper: Mapper, record: Any) -> dict[str, Any]:
+    result: dict[str, Any] = json.loads(mapper.map(record).payload)
+    return result
+
+
+def deep(levels: int, leaf: str = "1", *, kind: str = "[") -> str:
+    """JSON text of ``leaf`` inside ``levels`` arrays (or objects), built without recursion."""
+    if kind == "[":
+        return "[" * levels + leaf + "]" * levels
+    return '{"k":' * levels + leaf + "}" * levels
+
+
+def record_of(
+    text: str | bytes, *, partition_key: str = "pk-1", arrival_millis: int = ARRIVAL_MILLIS
+) -> KinesisRecord:
+    """A record holding ``text`` verbatim (str is encoded as UTF-8)."""
+    data = text.encode() if isinstance(text, str) else text
+    return KinesisRecord(data, partition_key, "4959033827", 0, arrival_millis)
+
+
+def _refuse_constant(name: str) -> Any:
+    raise AssertionError(f"{name} in a payload: PostHog's capture refuses it")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    assert abs(value) != float("inf"), "a number beyond a double: capture refuses it"
+    return value
+
+
+def _double_range_int(text: str) -> int:
+    value = int(text)
+    assert -DOUBLE_OVERFLOW_INT < value < DOUBLE_OVERFLOW_INT, "capture refuses this integer"
+    return value
+
+
+def check_readable_by_capture(value: Any) -> None:
+    """Fail unless ``value`` nests at most MAX_EVENT_DEPTH deep and all its text is UTF-8."""
+    level, depth = [value], 1
+    while level:
+        assert depth <= MAX_EVENT_DEPTH, "nested deeper than capture's serde_json reads"
+        below = []
+        for item in level:
+            pairs = item.items() if isinstance(item, dict) else enumerate(item)
+            for key, child in pairs:
+                for text in (key, child):
+                    if isinstance(text, str):
+                        text.encode("utf-8")  # raises on a lone surrogate
+                if isinstance(child, dict | list):
+                    below.append(child)
+        level, depth = below, depth + 1
+
+
+def check_event(mapped: MappedEvent) -> dict[str, Any]:
+    """Read ``mapped`` as strictly as PostHog's capture would, and check the event's shape
+    and capture's per-event rules (as the stand-in applies them)."""
+    assert len(mapped.payload) <= MAX_EVENT_BYTES
+    text = mapped.payload.decode("utf-8")  # strict: no invalid UTF-8, no encoded surrogate
+    event = json.loads(
+        text,
+        parse_constant=_refuse_constant,
+        parse_float=_finite_float,
+        parse_int=_double_range_int,
+    )
+    assert isinstance(event, dict)
+    assert set(event) == EVENT_KEYS
+    assert isinstance(event["event"], str)
+    assert event["event"].strip()
+    assert isinstance(event["distinct_id"], str)
+    assert event["distinct_id"]
+    assert event["uuid"] == mapped.uuid
+    assert uuid.UUID(mapped.uuid).version == 5
+    assert TIMESTAMP_FORM.fullmatch(event["timestamp"])
+    check_readable_by_capture(event)
+    # capture's rules: a distinct id not blank once trimmed as Rust trims, a boolean
+    # $cookieless_mode if any, a name it does not filter out, a message within the limit.
+    assert captured_distinct_id(event) is not None, "capture finds no distinct id"
+    cookieless = event["properties"].get("$cookieless_mode", False)
+    assert isinstance(cookieless, bool), "capture refuses a $cookieless_mode not boolean"
+    assert event["event"] not in FILTERED_EVENT_NAMES
+    assert standin_measure(mapped.payload) <= MAX_EVENT_BYTES
+    return event
+
+
+def outcome(rules: MappingRules, record: KinesisRecord) -> MappedEvent | RecordError:
+    """Map ``record``; fail the test on anything but a readable event or a known reason."""
+    error: RecordError | None = None
+    try:
+        mapped = Mapper(rules, SHARD).map(record)
+    except RecordError as exc:
+        error = exc
+    if error is not None:
+        assert error.reason in REASONS, error.reason
+        return error
+    check_event(mapped)
+    return mapped
+
+
+@functools.cache
+def rules_of(overrides: tuple[tuple[str, str], ...] = ()) -> MappingRules:
+    """The mapping rules of BASE_PROPERTIES and ``overrides`` (cached: Hypothesis asks often)."""
+    values = {**BASE_PROPERTIES, "fallbackDistinctId": "anon", **dict(overrides)}
+    return wiring.mapping_rules(config.from_mapping(values))
+
+
+def reason_of(rules: MappingRules, record: KinesisRecord) -> str | None:
+    """The RecordError reason for ``record``, or None when it maps (checked) to an event."""
+    result = outcome(rules, record)
+    return result.reason if isinstance(result, RecordError) else None
+
+
+def event_for(rules: MappingRules, record: KinesisRecord) -> dict[str, Any]:
+    """The (checked) event ``record`` maps to; fails if it is refused."""
+    result = outcome(rules, record)
+    assert isinstance(result, MappedEvent), result
+    return check_event(result)
+
+
+def standin_measure(payload: bytes) -> int:
+    """The Kafka message capture would build of ``payload``, as the stand-in measures it."""
+    envelope = CaptureEnvelope(token=BASE_PROPERTIES["posthogApiKey"], ip=LONGEST_IP)
+    return captured_message_bytes(json.loads(payload), envelope)
+
+
+# Settings (tests/test_config.py, test_kclkeys.py, test_urls.py, test_settings_parsers.py).
+
+
+def assert_rejected(
+    make_settings: SettingsFactory,
+    overrides: dict[str, str | None] | dict[str, str],
+    key: str,
+    value: str,
+    allowed: str,
+) -> None:
+    """Building the settings fails with one line naming ``key`` and ``value``, saying ``allowed``."""
+    with pytest.raises(ConfigError) as caught:
+        make_settings(**overrides)
+    message = str(caught.value)
+    assert caught.value.key == key
+    assert message.startswith(f"invalid configuration {key} = {value!r}: "), message
+    assert allowed in caught.value.allowed, message
+
+
+# Dead letters (tests/test_deadletter.py, test_kinesis_sink.py).
+
+
+def letter(  # noqa: PLR0913 - every field of an entry can matter to a test
+    data: bytes = b"{}",
+    *,
+    key: str = "pk-1",
+    detail: str = "d",
+    reason: str = "not_json",
+    sequence: str = "49590338271490256608559692538361571095921575989136588898",
+    stream: str = "events",
+) -> DeadLetter:
+    return DeadLetter.of(
+        KinesisRecord(data, key, sequence, 3, 1_700_000_000_123),
+        stream=stream,
+        shard_id="shardId-000000000001",
+        reason=reason,
+        detail=detail,
+    )
 
 
 # --- End to end -------------------------------------------------------------------------
@@ -210,7 +395,6 @@ class Pipeline:
                 "leaderLockStaleSeconds": "35",
             },
         )
-        self.puts: list[Put] = []
         self.worker: harness.Worker | None = None
         self.starts = 0
 
@@ -220,9 +404,6 @@ class Pipeline:
             self.properties, self.workdir / f"worker-{self.starts}.log", env
         )
         return self.worker
-
-    def good_puts(self) -> list[Put]:
-        return [p for p in self.puts if p.document is not None]
 
     def running_worker(self) -> harness.Worker:
         """A worker that is reading now: started if none runs, then proven by a delivery.

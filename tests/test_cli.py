@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -122,3 +123,16 @@ def test_readme_lists_every_exit_status() -> None:
     table = readme.split("Exit statuses, one enum", 1)[1].split("\n\n", 2)[1]
     listed = {int(row.split("|")[1]) for row in table.splitlines() if row[:3].strip("| ").isdigit()}
     assert listed == {int(status) for status in ExitStatus}
+
+
+def test_every_test_the_readme_names_exists() -> None:
+    """A promise in the README names the test that proves it: each name must be real."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    references = re.findall(r"`(tests/[\w/]+\.py)(?:::(\w+))?", readme)
+    assert references
+    for path, name in references:
+        source = ROOT / path
+        assert source.is_file(), f"README names {path}, which does not exist"
+        if name:
+            defined = re.search(rf"^\s*(?:def|class) {name}\b", source.read_text(), re.MULTILINE)
+            assert defined, f"README names {path}::{name}, which {path} does not define"

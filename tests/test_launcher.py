@@ -11,7 +11,8 @@ import pytest
 from consumer import leader
 from consumer.__main__ import _watch_leader
 from consumer.aws import AwsAccess
-from consumer.launcher import DAEMON_CLASS, PROPERTIES_ENV, prepare
+from consumer.config import PROPERTIES_ENV
+from consumer.launcher import DAEMON_CLASS, prepare
 from consumer.propfile import read_properties
 from tests.support import BASE_PROPERTIES
 

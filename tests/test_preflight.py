@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from consumer import preflight
-from consumer.errors import ConfigError, RetryableDeliveryError
+from consumer.errors import ConfigError, DependencyError, RetryableDeliveryError
 from consumer.preflight import KeyVerdict, verify_key
 from consumer.sender import Response
 from local.standin import make_server
@@ -142,7 +142,7 @@ def test_probes_name_the_endpoint(make_settings: SettingsFactory) -> None:
         (preflight.probe_kinesis, "Kinesis"),
         (preflight.probe_dynamodb, "DynamoDB"),
     ):
-        with pytest.raises(preflight.ProbeError, match=f"{name} at {dead}"):
+        with pytest.raises(DependencyError, match=f"{name} at {dead}"):
             probe(settings)
 
 
@@ -182,12 +182,12 @@ def test_a_short_key_is_never_echoed(make_settings: SettingsFactory) -> None:
 def test_no_region_is_one_line_not_a_traceback(
     make_settings: SettingsFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Without regionName or AWS_REGION, the probe says so as a ProbeError."""
+    """Without regionName or AWS_REGION, the probe says so as a DependencyError."""
     for name in ("AWS_REGION", "AWS_DEFAULT_REGION"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("AWS_CONFIG_FILE", "/dev/null")
     settings = make_settings(regionName=None)
-    with pytest.raises(preflight.ProbeError, match="Kinesis at"):
+    with pytest.raises(DependencyError, match="Kinesis at"):
         preflight.probe_kinesis(settings)
 
 
@@ -207,7 +207,7 @@ def test_dead_letter_file_probe(
     if ok:
         assert "writable" in preflight.probe_dead_letter(settings)
     else:
-        with pytest.raises(preflight.ProbeError, match="deadLetter file"):
+        with pytest.raises(DependencyError, match="deadLetter file"):
             preflight.probe_dead_letter(settings)
 
 
@@ -215,5 +215,5 @@ def test_dead_letter_stream_probe_names_it(make_settings: SettingsFactory) -> No
     """A dead-letter stream nobody can reach fails the probe, naming Kinesis's endpoint."""
     dead = "http://127.0.0.1:9"
     settings = make_settings(kinesisEndpoint=dead, deadLetter="kinesis:events-dead-letter")
-    with pytest.raises(preflight.ProbeError, match=f"Kinesis at {dead}"):
+    with pytest.raises(DependencyError, match=f"Kinesis at {dead}"):
         preflight.probe_dead_letter(settings)

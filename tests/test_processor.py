@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from amazon_kclpy import kcl
 
-from consumer.processor import EXIT_POSTHOG_REFUSED
+from consumer.exits import ExitStatus
 from consumer.wiring import build_processor
 from tests.support import ScriptedTransport, SettingsFactory
 
@@ -193,15 +193,30 @@ def test_checkpoint_errors_by_kind(
     assert len(sleeps) == expected_requests - 1  # one back-off per retried checkpoint
 
 
-def test_wrong_key_exits_without_checkpoint(settings: Any) -> None:
-    """A 401 ends the process with EX_CONFIG and no checkpoint request."""
+@pytest.mark.parametrize(
+    ("answer", "status"),
+    [
+        (401, ExitStatus.CONFIG),  # a refused key (phx_ or empty behind a proxy)
+        (
+            (302, {"Location": "https://elsewhere.example/batch/"}, ""),
+            ExitStatus.CONFIG,
+        ),  # a redirect
+        ((200, {}, "<html>welcome</html>"), ExitStatus.CONFIG),  # a web page, not PostHog
+        (404, ExitStatus.CONFIG),  # any other 4xx: a wrong path
+        (RuntimeError("a bug below the processor"), ExitStatus.UNEXPECTED),  # not foreseen
+    ],
+)
+def test_a_stop_exits_with_its_status_and_checkpoints_nothing(
+    settings: Any, answer: Any, status: ExitStatus
+) -> None:
+    """Each way a batch can end the shard process: its exit status, and no checkpoint."""
     stdout = io.StringIO()
-    processor = build_processor(settings, ScriptedTransport(401), sleep=lambda _: None)
+    processor = build_processor(settings, ScriptedTransport(answer), sleep=lambda _: None)
     with pytest.raises(SystemExit) as caught:
         kcl.KCLProcess(
             processor, lines(initialize(), process(record(1))), stdout, io.StringIO()
         ).run()
-    assert caught.value.code == EXIT_POSTHOG_REFUSED
+    assert caught.value.code == status
     assert "checkpoint" not in stdout.getvalue()
 
 
@@ -263,7 +278,7 @@ def test_first_part_delivered_second_part_refused_checkpoints_nothing(small_batc
     stdin = lines(initialize(), process(*(record(n) for n in range(1, 5))))
     with pytest.raises(SystemExit) as caught:
         kcl.KCLProcess(processor, stdin, stdout, io.StringIO()).run()
-    assert caught.value.code == EXIT_POSTHOG_REFUSED
+    assert caught.value.code == ExitStatus.CONFIG
     assert len(transport.requests) == 2
     assert "checkpoint" not in stdout.getvalue()
 

@@ -12,9 +12,11 @@ from typing import Any
 import pytest
 
 from consumer.deadletter import DeadLetter
+from consumer.errors import ConfigError
+from consumer.exits import ExitStatus
 from consumer.kinesis_sink import KINESIS_RECORD_MAX_BYTES, KinesisSink
 from consumer.record import KinesisRecord
-from consumer.tools import EXIT_RECORD_ERROR, EXIT_UNREACHABLE, check, preview
+from consumer.tools import check, preview
 from local import harness
 from local.emulators import LOCAL_ENV, Emulators
 from tests.support import BASE_PROPERTIES
@@ -47,7 +49,10 @@ class TestPreview:
         record = tmp_path / "record.bin"
         record.write_bytes(b'{"properties": {}}')
         out = io.StringIO()
-        assert preview(props, data=None, path=str(record), out=out, environ={}) == EXIT_RECORD_ERROR
+        assert (
+            preview(props, data=None, path=str(record), out=out, environ={})
+            == ExitStatus.RECORD_ERROR
+        )
         assert json.loads(out.getvalue())["deadLetter"]["reason"] == "missing_event"
 
 
@@ -98,7 +103,7 @@ class TestCheck:
             },
         )
         out = io.StringIO()
-        assert check(props, out=out) == EXIT_UNREACHABLE
+        assert check(props, out=out) == ExitStatus.UNAVAILABLE
         assert out.getvalue().count("FAILED") == 4
 
 
@@ -135,3 +140,9 @@ def test_kinesis_dead_letter_sink_round_trip(emulators: Emulators) -> None:
         b"\xffbad",
     )
     assert second["reason"] == "event_too_large"
+
+
+def test_preview_of_a_missing_file_is_one_line(props: Path) -> None:
+    """`preview --record` naming no file is a ConfigError, not a traceback."""
+    with pytest.raises(ConfigError, match="--record"):
+        preview(props, data=None, path="/no/such/record", out=io.StringIO(), environ={})

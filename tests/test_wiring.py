@@ -7,8 +7,9 @@ import dataclasses
 import pytest
 
 from consumer import wiring
+from consumer.exits import ExitStatus
 from consumer.mapping import MappingRules
-from consumer.wiring import EXIT_DAEMON_GONE, orphan_aware_sleep
+from consumer.wiring import orphan_aware_sleep
 from tests.support import SettingsFactory
 
 
@@ -25,7 +26,7 @@ def test_exits_when_the_daemon_is_gone() -> None:
     slept: list[float] = []
     with pytest.raises(SystemExit) as caught:
         orphan_aware_sleep(100, getppid=lambda: next(parents), sleep=slept.append)(30)
-    assert caught.value.code == EXIT_DAEMON_GONE
+    assert caught.value.code == ExitStatus.DAEMON_GONE
     assert slept == [1.0]
 
 
