@@ -160,8 +160,7 @@ class Delivery:
             if exc is None:
                 continue
             if len(batch) > 1:
-                middle = len(batch) // 2
-                pending.extendleft((batch[middle:], batch[:middle]))
+                pending.extendleft(reversed(_halves(batch)))
                 continue
             self._refused_alone(batch[0], exc, refused)
             if self._refused_in_a_row >= MAX_REFUSALS_IN_A_ROW:
@@ -274,8 +273,7 @@ class Delivery:
             if exc is None:
                 accepted = True
             elif len(batch) > 1:
-                middle = len(batch) // 2
-                pending.extend((batch[:middle], batch[middle:]))
+                pending.extend(_halves(batch))
             else:
                 self._refused_alone(batch[0], exc, refused)
         if not accepted:
@@ -340,6 +338,12 @@ class Delivery:
             reason="rejected_by_posthog",
             detail=detail,
         )
+
+
+def _halves(batch: list[Pending]) -> tuple[list[Pending], list[Pending]]:
+    """A refused batch's two halves, in order: the bisection step."""
+    middle = len(batch) // 2
+    return batch[:middle], batch[middle:]
 
 
 def _answer(error: _Refusal) -> str:
