@@ -22,6 +22,9 @@ from consumer.exits import ExitStatus
 
 log = logging.getLogger("consumer")
 
+# Signals a shard process leaves to the daemon (see _process).
+DAEMON_STOPS_US = (signal.SIGINT, signal.SIGTERM)
+
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse the command line and run one command; returns the exit status."""
@@ -57,9 +60,13 @@ def _process(properties: str | None) -> int:
 
     from consumer.wiring import build_processor
 
-    # Ctrl+C reaches the whole process group; the daemon must be the one to stop us,
-    # with shutdownRequested and then EOF on stdin, so nothing in flight is abandoned.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # Ctrl+C, and a supervisor's SIGTERM to the whole process group (systemd's default,
+    # `kill -- -PGID`), reach us at the same moment as the daemon. The daemon must be the
+    # one to stop us, with shutdownRequested and then EOF on stdin (it never signals its
+    # children): a shard process that died here would be restarted by the daemon during
+    # its own shutdown and replay everything since its last checkpoint.
+    for signum in DAEMON_STOPS_US:
+        signal.signal(signum, signal.SIG_IGN)
     path = properties or os.environ.get(config.PROPERTIES_ENV)
     if not path:
         raise ConfigError(config.PROPERTIES_ENV, "", "the properties file path (run.sh sets it)")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -12,11 +13,16 @@ from pathlib import Path
 
 import pytest
 
+from consumer.config import PROPERTIES_ENV
 from consumer.exits import ExitStatus
+from consumer.propfile import format_properties
 from local.emulators import LOCAL_ENV, free_port
+from tests.support import BASE_PROPERTIES
 
 ROOT = Path(__file__).resolve().parents[1]
 LOCAL_DEFAULT_TIMEOUT = 300
+# How long a signalled shard process must stay up to show it ignored the signal.
+SIGNAL_GRACE_SECONDS = 1.0
 
 
 def run_sh(
@@ -136,3 +142,45 @@ def test_every_test_the_readme_names_exists() -> None:
         if name:
             defined = re.search(rf"^\s*(?:def|class) {name}\b", source.read_text(), re.MULTILINE)
             assert defined, f"README names {path}::{name}, which {path} does not define"
+
+
+@pytest.mark.parametrize(
+    "signum",
+    [
+        signal.SIGTERM,  # a supervisor stopping the whole process group (systemd, kill -- -PGID)
+        signal.SIGINT,  # Ctrl+C in a terminal reaches every process of the group
+    ],
+)
+def test_shard_process_leaves_stopping_to_the_daemon(tmp_path: Path, signum: int) -> None:
+    """A shard process survives a signal sent to the whole group and ends, status 0, only
+    when the daemon closes its stdin (after shutdownRequested): nothing in flight is lost."""
+    properties = tmp_path / "worker.properties"
+    properties.write_text(format_properties(BASE_PROPERTIES), encoding="utf-8")
+    with subprocess.Popen(
+        [sys.executable, "-m", "consumer", "process"],
+        cwd=ROOT,
+        env={**os.environ, PROPERTIES_ENV: str(properties)},
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    ) as child:
+        assert child.stdin is not None
+        assert child.stdout is not None
+        try:
+            child.stdin.write(
+                b'{"action": "initialize", "shardId": "shardId-000000000000", '
+                b'"sequenceNumber": "TRIM_HORIZON", "subSequenceNumber": 0}\n'
+            )
+            child.stdin.flush()
+            # The answer proves the process is past start-up, its signal dispositions set.
+            # (amazon-kclpy writes a newline before each message.)
+            lines = iter(child.stdout.readline, b"")
+            answer = json.loads(next(line for line in lines if line.strip()))
+            assert answer == {"action": "status", "responseFor": "initialize"}
+            child.send_signal(signum)
+            with pytest.raises(subprocess.TimeoutExpired):
+                child.wait(SIGNAL_GRACE_SECONDS)
+            child.stdin.close()  # what the daemon does once the shard's shutdown is done
+            assert child.wait(30) == ExitStatus.OK
+        finally:
+            child.kill()
