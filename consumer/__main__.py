@@ -1,7 +1,7 @@
-"""Command line: ``python -m consumer [process|run|preview|check|watch-leader]``.
+"""Command line: ``python -m consumer [process|run|preview|check]``.
 
 ``process`` (the default, what ``executableName`` starts) speaks the KCL protocol on
-stdin/stdout; ``watch-leader`` is started by ``run``; the rest is for people. Logs
+stdin/stdout; the rest is for people. Logs
 always go to stderr. The local default and the capture stand-in are repository
 tooling, not installed: ``python -m local demo|standin`` from the repository root.
 """
@@ -46,8 +46,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             from consumer.tools import check
 
             return check(Path(args.properties_file))
-        if command == "watch-leader":
-            return _watch_leader(args.parent_pid)
     except ConfigError as exc:
         log.critical("%s", exc)
         return ExitStatus.CONFIG
@@ -71,19 +69,11 @@ def _process(properties: str | None) -> int:
     if not path:
         raise ConfigError(config.PROPERTIES_ENV, "", "the properties file path (run.sh sets it)")
     settings = config.load(Path(path))
-    kcl.KCLProcess(build_processor(settings)).run()
+    processor = build_processor(settings)
+    kcl.KCLProcess(processor).run()
+    # EOF: the daemon is done with this shard (shard ended, lease lost or shutdown).
+    log.info("shard %s: the daemon closed stdin; exiting", processor.shard_id)
     return ExitStatus.OK
-
-
-def _watch_leader(parent_pid: int) -> int:
-    """Run the leader-lock watchdog beside the daemon (started by ``run``)."""
-    from consumer import wiring
-
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # it ends when the daemon does
-    path = os.environ.get(config.PROPERTIES_ENV)
-    if not path:
-        raise ConfigError(config.PROPERTIES_ENV, "", "the daemon's properties file (run sets it)")
-    return wiring.watch_leader(config.load_with_properties(Path(path)), parent_pid)
 
 
 def configure_logging() -> None:
@@ -119,10 +109,6 @@ def _parser() -> argparse.ArgumentParser:
         "check", help="validate the properties and probe Kinesis, DynamoDB, PostHog"
     )
     check.add_argument("properties_file")
-    watch = commands.add_parser(
-        "watch-leader", help="release a dead KCL leader's lock (started by run)"
-    )
-    watch.add_argument("--parent-pid", type=int, required=True)
     return parser
 
 

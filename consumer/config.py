@@ -81,7 +81,6 @@ class Settings:
     dead_letter: DeadLetterTarget
     checkpoint_interval_seconds: float
     checkpoint_interval_records: int
-    leader_lock_stale_seconds: float | None
 
     def __repr__(self) -> str:
         """Every field but the secret ones, so a logged Settings leaks no key."""
@@ -189,9 +188,6 @@ SETTINGS: tuple[Setting, ...] = (
             DEFAULT_CHECKPOINT_SECONDS, doc="checkpoint at least this often while records flow ({bounds} s)"),
     Setting("checkpointIntervalRecords", "checkpoint_interval_records", p.WholeNumber(1, 10_000_000),
             DEFAULT_CHECKPOINT_RECORDS, doc="... or after this many records ({bounds})"),
-    Setting("leaderLockStaleSeconds", "leader_lock_stale_seconds", p.Number(31.0, 3600.0),
-            default_doc="the lock's lease (120 s)",
-            doc="see \"KCL's leader lock\" below; lower only for tests ({bounds} s)"),
 )
 # fmt: on
 

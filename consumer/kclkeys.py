@@ -17,7 +17,7 @@ How KCL 3.1.3 reads the file (``MultiLangDaemonConfig``, ``KinesisClientLibConfi
 Deliberately left out: the SDK builders' own properties (``kinesisClient.*``,
 ``dynamoDbClient.*``, ``cloudWatchClient.*``, ``*CredentialsProvider.*``). They are open
 ended, and would let the daemon talk to other endpoints than the ones our start-up
-checks, dead-letter stream and leader watchdog use (``kinesisEndpoint``,
+checks and dead-letter stream use (``kinesisEndpoint``,
 ``dynamoDBEndpoint``, ``regionName``).
 
 :data:`KCL_KEYS` is exact for the jars amazon-kclpy installs: ``tests/kcl_keys/ListKclKeys.java``
@@ -233,7 +233,9 @@ def reject_unknown(values: Mapping[str, str], ours: frozenset[str]) -> None:
 # Values the daemon parses into enums (Enum.valueOf: exact, upper case); anything else
 # fails inside the daemon with a Java stack trace instead of our one line.
 KCL_CHOICES = {
-    "initialPositionInStream": ("TRIM_HORIZON", "LATEST", "AT_TIMESTAMP"),
+    # AT_TIMESTAMP is no choice here: the daemon's setter throws on it (it has no time).
+    # It is chosen by giving the time: `initialPositionInStreamExtended = <epoch seconds>`.
+    "initialPositionInStream": ("TRIM_HORIZON", "LATEST"),
     "retrievalMode": ("POLLING", "FANOUT", "DEFAULT"),
     "metricsLevel": ("NONE", "SUMMARY", "DETAILED"),
 }
@@ -242,12 +244,32 @@ KCL_CHOICES = {
 _SDK_V1_PROVIDER = re.compile(r"AWSCredentialsProvider|ProviderChain$")
 
 
+# `initialPositionInStreamExtended`: the daemon's converter reads Long.parseLong(value)
+# seconds since the epoch (MultiLangDaemonConfiguration$1) and starts AT_TIMESTAMP there.
+AT_TIMESTAMP_KEY = "initialPositionInStreamExtended"
+_EPOCH_SECONDS = re.compile(r"[0-9]{1,12}", re.ASCII)
+
+
 def check_values(values: Mapping[str, str]) -> None:
     """Refuse values of daemon keys that the daemon cannot parse or would misread."""
     for key, choices in KCL_CHOICES.items():
         value = values.get(key)
+        if value == "AT_TIMESTAMP" and key == "initialPositionInStream":
+            raise ConfigError(
+                key,
+                value,
+                f"TRIM_HORIZON or LATEST; for AT_TIMESTAMP remove this key and set "
+                f"{AT_TIMESTAMP_KEY} = <seconds since the epoch>",
+            )
         if value and value not in choices:
             raise ConfigError(key, value, "one of " + ", ".join(choices))
+    at = values.get(AT_TIMESTAMP_KEY)
+    if at is not None and not _EPOCH_SECONDS.fullmatch(at):
+        raise ConfigError(
+            AT_TIMESTAMP_KEY,
+            at,
+            "the AT_TIMESTAMP start as whole seconds since the epoch, e.g. 1700000000",
+        )
     for key, value in values.items():
         if daemon_key(key) == "awsCredentialsProvider" and _SDK_V1_PROVIDER.search(value):
             raise ConfigError(

@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 from collections.abc import Mapping
@@ -100,15 +99,6 @@ def prepare(properties_path: Path, environ: Mapping[str, str], workdir: Path) ->
     return Launch(argv, env, settings)
 
 
-def start_leader_watchdog(env: Mapping[str, str]) -> subprocess.Popen[bytes]:
-    """Start :mod:`consumer.leader`'s watchdog; it ends when this process (the daemon) does."""
-    return subprocess.Popen(
-        [sys.executable, "-m", "consumer", "watch-leader", "--parent-pid", str(os.getpid())],
-        env=dict(env),
-        stdin=subprocess.DEVNULL,
-    )
-
-
 def run(properties_path: Path) -> int:
     """Validate, check the dependencies, then replace this process with the daemon.
 
@@ -129,7 +119,6 @@ def run(properties_path: Path) -> int:
         log.critical("cannot start: %s", exc)
         return ExitStatus.UNAVAILABLE
     preflight.require_known_key(settings, log.warning)
-    start_leader_watchdog(env)
     log.info(
         "starting the KCL daemon for application %s, stream %s -> PostHog at %s",
         settings.application_name,

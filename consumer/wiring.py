@@ -5,8 +5,8 @@ Each stage takes plain values or a small value object of its own (the mapping it
 :class:`~consumer.deadletter.DeadLetterTarget`, AWS clients an
 :class:`~consumer.aws.AwsAccess`), never the settings: so a stage is built and tested
 without a properties file, and a new setting touches the table and this module only.
-The functions below make those values; the commands (``preview``, ``check``, ``run``,
-``watch-leader``) call them too, so every command builds its parts the same way.
+The functions below make those values; the commands (``preview``, ``check``,
+``run``) call them too, so every command builds its parts the same way.
 Per-shard parts come from factories, called once the shard id is known.
 """
 
@@ -17,9 +17,9 @@ import os
 import time
 from collections.abc import Callable
 
-from consumer import aws, leader
+from consumer import aws
 from consumer.checkpoint import CheckpointKeeper
-from consumer.config import Loaded, Settings
+from consumer.config import Settings
 from consumer.deadletter import DeadLetterSink, build_sink
 from consumer.delivery import Delivery
 from consumer.exits import ExitStatus
@@ -142,10 +142,3 @@ def build_processor(
     return RecordProcessor(
         stream=settings.stream_name, mapper=mapper, delivery=delivery, keeper=keeper
     )
-
-
-def watch_leader(loaded: Loaded, parent_pid: int) -> int:
-    """Run the leader-lock watchdog (``__main__ watch-leader``) with the daemon's own table."""
-    settings = loaded.settings
-    table = leader.coordinator_table(dict(loaded.daemon_properties), settings.application_name)
-    return leader.watch(aws_access(settings), table, parent_pid, settings.leader_lock_stale_seconds)

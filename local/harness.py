@@ -209,10 +209,17 @@ class Worker:
             )
         return cls(process)
 
-    def stop(self, timeout: float = 40.0) -> int:
-        """SIGTERM the daemon (as ECS does) and wait; kill the group if it overstays."""
+    def stop(self, timeout: float = 40.0, *, group: bool = False) -> int:
+        """SIGTERM the worker, wait, and kill it all if it overstays.
+
+        Only the daemon by default (ECS signals the container's main process); with
+        ``group`` every process of the worker at once (systemd, ``kill -- -PGID``).
+        """
         if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
+            if group:
+                os.killpg(self.process.pid, signal.SIGTERM)
+            else:
+                self.process.send_signal(signal.SIGTERM)
             try:
                 self.process.wait(timeout)
             except subprocess.TimeoutExpired:

@@ -25,7 +25,7 @@ from consumer.deadletter import DeadLetter
 from consumer.errors import ConfigError, RecordError
 from consumer.mapping import REASONS, Mapper, MappingRules, event_uuid
 from consumer.record import KinesisRecord, MappedEvent
-from local import harness
+from local import harness, kpl
 from local.capture_rules import FILTERED_EVENT_NAMES
 from local.captured_event import CaptureEnvelope, captured_distinct_id, captured_message_bytes
 from local.emulators import Emulators
@@ -310,6 +310,28 @@ def put_all(
     return puts
 
 
+def put_aggregated(
+    client: Any,
+    stream: str,
+    aggregates: Sequence[tuple[str, Sequence[tuple[bytes, dict[str, Any]]]]],
+) -> list[Put]:
+    """Put KPL aggregates (one Kinesis record each, of ``(data, document)`` user records under
+    one key); return one :class:`Put` per user record, its uuid from its sub-sequence number."""
+    slots = harness.put_and_place(
+        client,
+        stream,
+        [(key, kpl.aggregate(key, [data for data, _ in users])) for key, users in aggregates],
+    )
+    puts: list[Put] = []
+    for (key, users), slot in zip(aggregates, slots, strict=True):
+        for sub, (data, document) in enumerate(users):
+            record = KinesisRecord(data, key, slot["SequenceNumber"], sub, 0)
+            shard = slot["ShardId"]
+            uuid_ = event_uuid(stream, shard, record)
+            puts.append(Put(document, data, key, shard, slot["SequenceNumber"], uuid_))
+    return puts
+
+
 def good(number: int, *, with_time: bool = True) -> tuple[str, bytes, dict[str, Any]]:
     """A record with nested keys, as the seed app documents them."""
     document: dict[str, Any] = {
@@ -362,6 +384,38 @@ OUTAGE_PHASE_SECONDS = 8.0
 ECS_STOP_TIMEOUT_SECONDS = 30.0  # ECS stopTimeout default: SIGKILL follows
 
 
+def worker_properties(
+    endpoints: Emulators,
+    standin: harness.StandIn,
+    *,
+    application: str,
+    stream: str,
+    dead_letter: Path,
+    **extra: str,
+) -> dict[str, str]:
+    """A worker's settings on the emulators and the stand-in, mapping :func:`good` records."""
+    return {
+        "applicationName": application,
+        "streamName": stream,
+        "regionName": "us-east-1",
+        "kinesisEndpoint": endpoints.kinesis_endpoint,
+        "dynamoDBEndpoint": endpoints.dynamodb_endpoint,
+        **harness.FAST_KCL,
+        "eventKey": "properties.eventName",
+        "additionalPropertyMappings": "properties.userId:distinct_id, properties.foo:foo, "
+        "context.page\\.url:url, context.tags.1:tag",
+        "timestampKey": "meta.ts",
+        "posthogHost": standin.url,
+        "posthogApiKey": standin.api_key,
+        "deadLetter": f"file:{dead_letter}",
+        "checkpointIntervalSeconds": "1",
+        "checkpointIntervalRecords": "50",
+        "batchMaxEvents": "40",
+        "posthogTimeoutSeconds": "2",
+        **extra,
+    }
+
+
 class Pipeline:
     """Everything the module's tests share."""
 
@@ -373,27 +427,18 @@ class Pipeline:
         self.dead_letter = workdir / "dead-letter.jsonl"
         self.properties = harness.write_properties(
             workdir / "e2e.properties",
-            {
-                "applicationName": "kinesis-posthog-e2e",
-                "streamName": STREAM,
-                "regionName": "us-east-1",
-                "kinesisEndpoint": endpoints.kinesis_endpoint,
-                "dynamoDBEndpoint": endpoints.dynamodb_endpoint,
-                **harness.FAST_KCL,
-                "eventKey": "properties.eventName",
-                "additionalPropertyMappings": "properties.userId:distinct_id, properties.foo:foo, "
-                "context.page\\.url:url, context.tags.1:tag",
-                "timestampKey": "meta.ts",
-                "posthogHost": self.standin.url,
-                "posthogApiKey": self.standin.api_key,
-                "deadLetter": f"file:{self.dead_letter}",
-                "checkpointIntervalSeconds": "1",
-                "checkpointIntervalRecords": "50",
-                "batchMaxEvents": "40",
-                "posthogTimeoutSeconds": "2",
-                # KCL's own leader lease is 120 s; a dead leader's lock is released sooner here.
-                "leaderLockStaleSeconds": "35",
-            },
+            worker_properties(
+                endpoints,
+                self.standin,
+                application="kinesis-posthog-e2e",
+                stream=STREAM,
+                dead_letter=self.dead_letter,
+                # One worker at a time, restarted after kills and crashes: with the same id
+                # it is KCL's leader again at once, instead of waiting out the dead
+                # leader's 120 s lock (README "Many workers"; tests/test_e2e_scale.py
+                # measures that gap with fresh ids).
+                workerId="e2e-worker",
+            ),
         )
         self.worker: harness.Worker | None = None
         self.starts = 0

@@ -175,8 +175,20 @@ class TestInvalid:
                 {"initialPositionInStream": "TRIM_HORIZN"},
                 "initialPositionInStream",
                 "TRIM_HORIZN",
-                "one of TRIM_HORIZON, LATEST, AT_TIMESTAMP",
+                "one of TRIM_HORIZON, LATEST",
             ),  # the daemon would fail on it with a Java stack trace
+            (
+                {"initialPositionInStream": "AT_TIMESTAMP"},
+                "initialPositionInStream",
+                "AT_TIMESTAMP",
+                "initialPositionInStreamExtended = <seconds since the epoch>",
+            ),  # the daemon's setter throws on AT_TIMESTAMP: it is chosen by giving the time
+            (
+                {"initialPositionInStreamExtended": "2023-11-14T22:13:20Z"},
+                "initialPositionInStreamExtended",
+                "2023-11-14T22:13:20Z",
+                "whole seconds since the epoch",
+            ),  # the daemon's converter reads Long.parseLong(value) seconds
             ({"retrievalMode": "POLLNG"}, "retrievalMode", "POLLNG", "POLLING"),  # likewise
             (
                 {"AwsCredentialsProvider": "DefaultAWSCredentialsProviderChain"},

@@ -30,6 +30,7 @@ from tests.support import (
     by_uuid,
     elapsed_since,
     good,
+    put_aggregated,
     put_all,
     read_dead_letters,
     wait_delivered,
@@ -120,10 +121,11 @@ def test_every_record_arrives_once_mapped(pipeline: Pipeline) -> None:
 
 
 def test_graceful_restart_resends_nothing(pipeline: Pipeline) -> None:
-    """SIGTERM checkpoints what was delivered; the next worker sends only new records."""
+    """SIGTERM to the whole process group (systemd's stop; ECS's, to the daemon alone, is in
+    test_e2e_faults.py) checkpoints what was delivered; the next worker sends only new records."""
     worker = pipeline.running_worker()
     stop_started = time.monotonic()
-    status = worker.stop()
+    status = worker.stop(group=True)
     print(f"\n[e2e] graceful stop took {elapsed_since(stop_started)} (exit status {status})")
     before = pipeline.standin.stats()["events"]
     new = put_all(pipeline.kinesis, STREAM, [good(n) for n in range(1000, 1100)])
@@ -137,12 +139,48 @@ def test_graceful_restart_resends_nothing(pipeline: Pipeline) -> None:
     assert {e["uuid"] for e in events[before:]} == {p.uuid for p in new}
 
 
+def kpl_aggregates(
+    first: int, count: int, size: int
+) -> list[tuple[str, list[tuple[bytes, dict[str, Any]]]]]:
+    """``count`` KPL aggregates of ``size`` good user records each, one partition key apiece."""
+    return [
+        (
+            f"kpl-{first + index}",
+            [good(n)[1:] for n in range(first + index * size, first + (index + 1) * size)],
+        )
+        for index in range(count)
+    ]
+
+
+def test_kpl_aggregates_become_one_event_per_user_record(pipeline: Pipeline) -> None:
+    """Records the Kinesis Producer Library aggregated: the daemon splits them, and each user
+    record becomes its own event, its uuid from its sub-sequence number."""
+    pipeline.running_worker()
+    since = pipeline.standin.stats()["events"]
+    puts = put_aggregated(pipeline.kinesis, STREAM, kpl_aggregates(7000, 4, 25))
+    events = wait_delivered(pipeline.standin, puts, RESTART_TIMEOUT, since)
+    time.sleep(2)  # anything sent twice would arrive now
+    events = pipeline.standin.events(since)
+    print(f"\n[e2e] {len(puts)} user records in 4 KPL aggregates -> {len(events)} events")
+    assert len({put.uuid for put in puts}) == len(puts), "one uuid per user record"
+    assert len(events) == len(puts), "each user record arrives once"
+    received = by_uuid(events)
+    for put in puts:
+        assert put.document is not None
+        event = received[put.uuid]
+        assert event["properties"]["foo"] == put.document["properties"]["foo"]
+        assert event["properties"]["$kinesis_sequence_number"] == put.sequence_number
+
+
 def test_kill_9_loses_nothing_and_replays_identically(pipeline: Pipeline) -> None:
     """kill -9 of the whole worker mid-stream, three times: every record arrives, and every
-    duplicate is byte-identical to its original (same uuid and timestamp)."""
+    duplicate is byte-identical to its original (same uuid and timestamp), KPL-aggregated
+    user records included."""
     worker = pipeline.running_worker()
     before = pipeline.standin.stats()["events"]  # before the put: the live worker starts at once
     new = put_all(pipeline.kinesis, STREAM, [good(n) for n in range(2000, 2600)])
+    aggregated = put_aggregated(pipeline.kinesis, STREAM, kpl_aggregates(2600, 4, 60))
+    new += aggregated
     for kill in range(3):
         seen: int = pipeline.standin.stats()["events"]
 
@@ -166,6 +204,8 @@ def test_kill_9_loses_nothing_and_replays_identically(pipeline: Pipeline) -> Non
     print(
         f"[e2e] {len(events)} deliveries for {len(wanted)} records; {len(duplicates)} records delivered twice or more"
     )
+    replayed_aggregated = sum(1 for put in aggregated if put.uuid in duplicates)
+    print(f"[e2e] of which {replayed_aggregated} of {len(aggregated)} KPL user records")
     assert duplicates, "the kills landed mid-stream, so some records were replayed"
     # Compare the bytes PostHog received, not parsed dicts: a replay must be byte-identical.
     raw = pipeline.standin.raw_events(before)

@@ -21,7 +21,7 @@ LIST_KCL_KEYS = Path(__file__).with_name("kcl_keys") / "ListKclKeys.java"
 
 class TestValid:
     def test_keys_the_project_writes_are_accepted(self, make_settings: SettingsFactory) -> None:
-        """The launcher's defaults, the local harness's fast KCL timings, the leader's table."""
+        """The launcher's defaults, the local harness's fast KCL timings, a table name."""
         written = {
             **KCL_DEFAULTS,
             **FAST_KCL,

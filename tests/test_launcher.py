@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import signal
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from consumer import leader
-from consumer.__main__ import _watch_leader
-from consumer.aws import AwsAccess
 from consumer.config import PROPERTIES_ENV
 from consumer.launcher import DAEMON_CLASS, prepare
 from consumer.propfile import read_properties
@@ -79,27 +75,3 @@ def test_the_file_is_read_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
         _, env, _ = prepare(source, {"PATH": "/usr/bin:/bin"}, workdir)
     assert reads.count(source) == 1
     assert read_properties(Path(env[PROPERTIES_ENV]))["eventKey"] == "properties.eventName"
-
-
-def test_the_watchdog_reads_the_daemons_file(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """watch-leader finds the CoordinatorState table in the file prepare wrote, overrides applied."""
-    source = tmp_path / "app.properties"
-    source.write_text("\n".join(f"{k} = {v}" for k, v in BASE_PROPERTIES.items()))
-    workdir = tmp_path / "work"
-    workdir.mkdir()
-    environ = {"PATH": "/usr/bin:/bin", "KINESIS_POSTHOG_coordinatorStateTableName": "locks"}
-    _, env, _ = prepare(source, environ, workdir)
-    for name, value in env.items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.setattr(signal, "signal", lambda *_: None)
-    seen: list[tuple[str | None, str, int]] = []
-
-    def watch(access: AwsAccess, table: str, parent_pid: int, _stale: float | None) -> int:
-        seen.append((access.region, table, parent_pid))
-        return 0
-
-    monkeypatch.setattr(leader, "watch", watch)
-    assert _watch_leader(1234) == 0
-    assert seen == [("us-east-1", "locks", 1234)]
