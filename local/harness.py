@@ -36,6 +36,9 @@ FAST_KCL = {
     "idleTimeBetweenReadsInMillis": "250",
     "shardSyncIntervalMillis": "5000",
     "failoverTimeMillis": "5000",
+    # A dead worker's metrics count as live for twice this; until then the leader may
+    # hand it leases (README "Many workers").
+    "workerMetricsReporterFreqInMillis": "5000",
     "parentShardPollIntervalMillis": "1000",
     "shutdownGraceMillis": "15000",
 }

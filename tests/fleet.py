@@ -8,6 +8,7 @@ an operator would read them.
 from __future__ import annotations
 
 import contextlib
+import re
 import threading
 import time
 from collections import Counter
@@ -138,18 +139,31 @@ class Fleet:
                 return owner
         return None
 
+    def reading(self, name: str) -> set[str]:
+        """Shards worker ``name`` owns in the lease table and has started a shard process for.
+
+        The table alone is not enough: the leader writes the owner, and the worker finds
+        the lease at its next discovery (every few seconds) and only then starts reading.
+        """
+        started = set(re.findall(r"shard (shardId-\d+): starting after", self.log(name)))
+        return {shard for shard, owner in self.owners().items() if owner == name} & started
+
     def wait_for_owners(self, names: set[str], timeout: float) -> list[str]:
-        """Wait until each of ``names`` owns a lease; return the distribution as it changed."""
+        """Wait until each of ``names`` reads a shard; return the distribution as it changed."""
         history: list[str] = []
+        last: dict[str, int] | None = None
         start = time.monotonic()
 
         def spread() -> bool:
+            nonlocal last
             with contextlib.suppress(self.dynamodb.exceptions.ResourceNotFoundException):
                 owners = self.owners()
-                line = f"{time.monotonic() - start:5.1f}s {dict(sorted(Counter(owners.values()).items()))}"
-                if not history or history[-1].split(" ", 1)[1] != line.split(" ", 1)[1]:
-                    history.append(line + f" leader={self.leader()}")
-                return names <= set(owners.values())
+                counts = dict(sorted(Counter(owners.values()).items()))
+                if counts != last:
+                    elapsed = time.monotonic() - start
+                    history.append(f"{elapsed:5.1f}s {counts} leader={self.leader()}")
+                    last = counts
+                return all(self.reading(name) for name in names)
             return False
 
         harness.wait_until(spread, timeout, interval=1.0)
