@@ -178,9 +178,9 @@ def test_kill_9_loses_nothing_and_replays_identically(pipeline: Pipeline) -> Non
     user records included."""
     worker = pipeline.running_worker()
     before = pipeline.standin.stats()["events"]  # before the put: the live worker starts at once
-    new = put_all(pipeline.kinesis, STREAM, [good(n) for n in range(2000, 2600)])
-    aggregated = put_aggregated(pipeline.kinesis, STREAM, kpl_aggregates(2600, 4, 60))
-    new += aggregated
+    # Aggregates first, so the first kill (as soon as events move) likely lands inside one.
+    aggregated = put_aggregated(pipeline.kinesis, STREAM, kpl_aggregates(2600, 4, 100))
+    new = aggregated + put_all(pipeline.kinesis, STREAM, [good(n) for n in range(2000, 2400)])
     for kill in range(3):
         seen: int = pipeline.standin.stats()["events"]
 
