@@ -16,7 +16,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from consumer import config
+from consumer import config, logs
 from consumer.errors import ConfigError
 from consumer.exits import ExitStatus
 
@@ -77,17 +77,8 @@ def _process(properties: str | None) -> int:
 
 
 def configure_logging() -> None:
-    """Log to stderr (stdout is the KCL protocol), at ``$LOG_LEVEL`` (default INFO)."""
-    level = os.environ.get("LOG_LEVEL", "INFO").upper()
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(
-        logging.Formatter("%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s")
-    )
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level if level in logging.getLevelNamesMapping() else "INFO")
-    for noisy in ("botocore", "boto3", "urllib3"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    """Log to stderr (stdout is the KCL protocol) as ``$LOG_FORMAT`` and ``$LOG_LEVEL`` say."""
+    logs.configure(secret_envs=(config.API_KEY_ENV,))
 
 
 def _parser() -> argparse.ArgumentParser:

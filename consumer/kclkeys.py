@@ -244,6 +244,11 @@ KCL_CHOICES = {
 _SDK_V1_PROVIDER = re.compile(r"AWSCredentialsProvider|ProviderChain$")
 
 
+# Worker ids appear verbatim in every log line (consumer/logback*.xml substitute them into
+# the pattern, which would read `%`, `{` or a quote as syntax): letters, digits and
+# `.`, `_`, `:`, `-`, as host names, UUIDs and ECS task ids are.
+WORKER_ID_MAX = 128
+_WORKER_ID = re.compile(rf"[A-Za-z0-9._:-]{{1,{WORKER_ID_MAX}}}", re.ASCII)
 # `initialPositionInStreamExtended`: the daemon's converter reads Long.parseLong(value)
 # seconds since the epoch (MultiLangDaemonConfiguration$1) and starts AT_TIMESTAMP there.
 AT_TIMESTAMP_KEY = "initialPositionInStreamExtended"
@@ -263,6 +268,13 @@ def check_values(values: Mapping[str, str]) -> None:
             )
         if value and value not in choices:
             raise ConfigError(key, value, "one of " + ", ".join(choices))
+    for key, value in values.items():
+        if daemon_property(key) == "workerIdentifier" and not _WORKER_ID.fullmatch(value):
+            raise ConfigError(
+                key,
+                value,
+                f"1-{WORKER_ID_MAX} letters, digits, '.', '_', ':' or '-', unique among live workers",
+            )
     at = values.get(AT_TIMESTAMP_KEY)
     if at is not None and not _EPOCH_SECONDS.fullmatch(at):
         raise ConfigError(

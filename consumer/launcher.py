@@ -12,16 +12,19 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shutil
+import socket
 import sys
 import tempfile
+import uuid
 from collections.abc import Mapping
 from pathlib import Path
 from typing import NamedTuple
 
 import amazon_kclpy
 
-from consumer import config, kclkeys, preflight
+from consumer import config, kclkeys, logs, preflight
 from consumer.errors import ConfigError, DependencyError
 from consumer.exits import ExitStatus
 from consumer.propfile import format_properties
@@ -29,8 +32,12 @@ from consumer.propfile import format_properties
 log = logging.getLogger(__name__)
 
 DAEMON_CLASS = "software.amazon.kinesis.multilang.MultiLangDaemon"
-# Daemon logging to stderr, quiet SDK; a logback.xml beside the properties file wins.
-DEFAULT_LOGBACK = Path(__file__).with_name("logback.xml")
+# Daemon logging to stderr, quiet SDK, in the format the shard processes use (see
+# consumer.logs); a logback.xml beside the properties file wins.
+DAEMON_LOGBACK = {
+    "text": Path(__file__).with_name("logback.xml"),
+    "json": Path(__file__).with_name("logback-json.xml"),
+}
 # Defaults we apply when the file is silent. shutdownGraceMillis defaults to 0 in KCL,
 # which makes Ctrl+C time out in the shutdown hook; 20 s fits inside ECS's default
 # 30 s stopTimeout with room for the JVM to exit.
@@ -41,6 +48,15 @@ KCL_DEFAULTS = {
 # Java flags: a modest fixed heap (the daemon only moves records between Kinesis and
 # the children) and exit on OOM so the orchestrator restarts the task.
 JVM_OPTIONS = ("-Xms128m", "-Xmx512m", "-XX:+ExitOnOutOfMemoryError")
+
+
+def new_worker_id() -> str:
+    """A KCL worker id unique per start, as KCL's own default (a UUID) is, but readable.
+
+    The host name (on ECS, the task's) and 8 random hex digits.
+    """
+    host = re.sub(r"[^A-Za-z0-9.-]", "-", socket.gethostname())[: kclkeys.WORKER_ID_MAX - 9]
+    return f"{host or 'worker'}-{uuid.uuid4().hex[:8]}"
 
 
 def jar_dir() -> Path:
@@ -61,6 +77,7 @@ def prepare(properties_path: Path, environ: Mapping[str, str], workdir: Path) ->
     # The values the settings were validated from (overrides applied, stripped), so the
     # daemon reads what we checked: the file is read once.
     settings, daemon_properties = config.load_with_properties(properties_path, environ)
+    logs.add_secrets(settings.api_key, settings.aws_secret_access_key)
     merged = dict(daemon_properties)
     # The daemon fails on two keys that set one property (AwsCredentialsProvider and
     # awsCredentialsProvider), so a default is added only when no spelling is present.
@@ -70,6 +87,19 @@ def prepare(properties_path: Path, environ: Mapping[str, str], workdir: Path) ->
         for key, value in KCL_DEFAULTS.items()
         if kclkeys.daemon_property(key) not in already
     )
+    # Every line of the worker names it: the daemon's (logback) and the shard processes'
+    # (consumer.logs) read the id from the environment, so the file must fix it.
+    worker_id = next(
+        (
+            value
+            for key, value in merged.items()
+            if kclkeys.daemon_property(key) == "workerIdentifier"
+        ),
+        None,
+    )
+    if worker_id is None:
+        worker_id = new_worker_id()
+        merged["workerId"] = worker_id
     merged.setdefault("executableName", f"{sys.executable} -m consumer")
     if not merged.get("executableName", "").strip():
         raise ConfigError("executableName", "", "the command that starts a shard process")
@@ -79,6 +109,9 @@ def prepare(properties_path: Path, environ: Mapping[str, str], workdir: Path) ->
     effective.write_text(format_properties(merged), encoding="utf-8")
 
     env = dict(environ)
+    log_format = logs.resolve_format(environ, sys.stderr)
+    env[logs.LOG_FORMAT_ENV] = log_format  # one format for the daemon and its children
+    env[logs.WORKER_ID_ENV] = worker_id
     env[config.PROPERTIES_ENV] = str(effective)
     env[config.API_KEY_ENV] = settings.api_key
     if settings.aws_access_key_id and settings.aws_secret_access_key:
@@ -94,7 +127,7 @@ def prepare(properties_path: Path, environ: Mapping[str, str], workdir: Path) ->
     classpath = os.pathsep.join([str(jar_dir() / "*"), str(properties_path.resolve().parent)])
     argv = [java, *JVM_OPTIONS, "-cp", classpath, DAEMON_CLASS, "--properties-file", str(effective)]
     own_logback = properties_path.resolve().parent / "logback.xml"
-    logback = own_logback if own_logback.exists() else DEFAULT_LOGBACK
+    logback = own_logback if own_logback.exists() else DAEMON_LOGBACK[log_format]
     argv += ["--log-configuration", str(logback)]
     return Launch(argv, env, settings)
 
