@@ -54,6 +54,7 @@ def test_the_wheel_holds_the_product_and_nothing_else(tmp_path: Path) -> None:
         "consumer/__main__.py",
         "consumer/processor.py",
         "consumer/logback.xml",
+        "consumer/logback-json.xml",
         "consumer/py.typed",
     } <= product
     assert all(name.startswith("consumer/") for name in product), sorted(product)
