@@ -8,12 +8,19 @@
 #                                     (local/ is repository tooling, not installed)
 #   ./run.sh properties/app.properties   one worker in the foreground, endpoints from the file
 #   ./run.sh test [pytest args]       the whole test suite (what CI runs)
+#   ./run.sh bench [--runs N] [--e2e] throughput of a shard process, and with --e2e of a
+#                                     whole worker (`./run.sh bench --help`)
 #   ./run.sh check|preview PROPS ...  validate settings / show the event a record becomes
 #   ./run.sh setup                    only install what is missing (idempotent)
 #
 # Set-up is idempotent: a venv in .venv with this package and its pinned KCL jars
 # (downloaded from Maven Central by amazon-kclpy's build), kinesis-mock from npm in
 # .local/, and Java 17 from Debian's packages if no java is on PATH.
+#
+# RUN_SH_SETUP=production (set by the Dockerfile, for its build and at run time) keeps
+# set-up to what a worker runs: Java and the venv with the package and its KCL jars; no
+# dev tools, Node.js or kinesis-mock, so `test` and `local` are refused. Unset (or
+# `full`), set-up installs everything, as CI needs.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -22,8 +29,23 @@ LOCAL="$ROOT/.local"
 KINESIS_LOCAL_VERSION="0.6.2"
 export PIP_DISABLE_PIP_VERSION_CHECK=1
 export KINESIS_LOCAL_DIR="$LOCAL/node_modules/kinesis-local"
+# Not KINESIS_POSTHOG_*: that prefix is reserved for settings overrides.
+SETUP_PROFILE="${RUN_SH_SETUP:-full}"
 
 say() { printf 'run.sh: %s\n' "$*" >&2; }
+
+case "$SETUP_PROFILE" in
+  full|production) ;;
+  # 64: ExitStatus.USAGE in consumer/exits.py.
+  *) say "RUN_SH_SETUP must be full or production, not '$SETUP_PROFILE'"; exit 64 ;;
+esac
+
+need_full_setup() {
+  if [ "$SETUP_PROFILE" != full ]; then
+    say "'$1' needs the dev tools and emulators, which RUN_SH_SETUP=$SETUP_PROFILE leaves out"
+    exit 64
+  fi
+}
 
 find_python() {
   for candidate in python3.11 python3.12 python3.13 python3; do
@@ -44,22 +66,36 @@ apt_install() {
   fi
 }
 
+stamp_is() {  # stamp_is FILE HASH: FILE records an install of this pyproject.toml
+  [ -f "$1" ] && [ "$(cat "$1")" = "$2" ]
+}
+
 setup() {
   command -v java >/dev/null 2>&1 || apt_install openjdk-17-jre-headless
-  command -v node >/dev/null 2>&1 || apt_install nodejs npm
+  if [ "$SETUP_PROFILE" = full ]; then
+    command -v node >/dev/null 2>&1 || apt_install nodejs npm
+  fi
   if [ ! -x "$VENV/bin/python" ]; then
     say "creating $VENV"
     "$(find_python)" -m venv "$VENV"
   fi
-  local stamp="$VENV/.installed" want
+  local full_stamp="$VENV/.installed" production_stamp="$VENV/.installed-production" want
   want="$(cat "$ROOT/pyproject.toml" | sha256sum | cut -c1-16)"
-  if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
-    say "installing the package, its KCL jars and the dev tools (first run: ~1-2 min)"
+  if [ "$SETUP_PROFILE" = full ]; then
+    if ! stamp_is "$full_stamp" "$want"; then
+      say "installing the package, its KCL jars and the dev tools (first run: ~1-2 min)"
+      "$VENV/bin/pip" install -q --upgrade pip >&2
+      "$VENV/bin/pip" install -q -e "$ROOT[dev]" >&2
+      echo "$want" > "$full_stamp"
+    fi
+  # A full install holds everything production needs.
+  elif ! stamp_is "$full_stamp" "$want" && ! stamp_is "$production_stamp" "$want"; then
+    say "installing the package and its KCL jars (production: no dev tools)"
     "$VENV/bin/pip" install -q --upgrade pip >&2
-    "$VENV/bin/pip" install -q -e "$ROOT[dev]" >&2
-    echo "$want" > "$stamp"
+    "$VENV/bin/pip" install -q -e "$ROOT" >&2
+    echo "$want" > "$production_stamp"
   fi
-  if [ ! -f "$KINESIS_LOCAL_DIR/main.js" ]; then
+  if [ "$SETUP_PROFILE" = full ] && [ ! -f "$KINESIS_LOCAL_DIR/main.js" ]; then
     say "installing kinesis-mock (npm kinesis-local@$KINESIS_LOCAL_VERSION) into $LOCAL"
     mkdir -p "$LOCAL"
     npm install --prefix "$LOCAL" --no-audit --no-fund --silent "kinesis-local@$KINESIS_LOCAL_VERSION" >&2
@@ -71,10 +107,14 @@ case "$command" in
   setup)
     setup ;;
   test)
-    shift; setup
+    shift; need_full_setup test; setup
     cd "$ROOT" && exec "$VENV/bin/python" -m pytest "$@" ;;
+  bench)
+    shift; need_full_setup bench; setup
+    # scripts/ is repository tooling, not installed with the package: run it from here.
+    cd "$ROOT" && exec "$VENV/bin/python" -m scripts.bench "$@" ;;
   local)
-    [ $# -gt 0 ] && shift; setup
+    [ $# -gt 0 ] && shift; need_full_setup local; setup
     # local/ is repository tooling, not installed with the package: run it from here.
     cd "$ROOT" && exec "$VENV/bin/python" -m local demo "$@" ;;
   check|preview)

@@ -6,6 +6,9 @@
 
 Both are real HTTP servers in their own processes; see
 ``../shared/reference/local-emulators.md`` for why this pair and no other.
+
+Started with ``record_calls=True`` (the test session), both also record which API
+actions they serve (:mod:`local.api_calls`): :meth:`Emulators.api_calls`.
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+from local.api_calls import Recorded, Recording, kinesis_env, moto_env
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 KINESIS_LOCAL_ENV = "KINESIS_LOCAL_DIR"
@@ -36,10 +41,21 @@ LOCAL_ENV = {
 
 @dataclass(frozen=True)
 class Emulators:
-    """Where the running emulators listen."""
+    """Where the running emulators listen, and where they record calls (if they do)."""
 
     kinesis_endpoint: str
     dynamodb_endpoint: str
+    recording: Recording | None = None
+
+    def api_calls(self) -> set[str]:
+        """The actions called so far, as IAM names them (``kinesis:GetRecords``)."""
+        return {call.name for call in self.recorded().calls}
+
+    def recorded(self) -> Recorded:
+        """Every distinct call so far: action, resource, and which SDK made it."""
+        if self.recording is None:
+            raise RuntimeError("the emulators were started without record_calls=True")
+        return self.recording.read()
 
 
 def free_port() -> int:
@@ -73,8 +89,13 @@ def kinesis_local_dir() -> Path:
     return path
 
 
-def start_kinesis(port: int, log_file: Path) -> subprocess.Popen[bytes]:
-    """Start kinesis-mock with plain HTTP on ``port`` (its TLS port is another free port)."""
+def start_kinesis(
+    port: int, log_file: Path, *, record_calls: bool = False
+) -> subprocess.Popen[bytes]:
+    """Start kinesis-mock with plain HTTP on ``port`` (its TLS port is another free port).
+
+    ``record_calls``: log every request's action into ``log_file`` (:mod:`local.api_calls`).
+    """
     package = kinesis_local_dir()
     node = shutil.which("node")
     if node is None:
@@ -88,6 +109,7 @@ def start_kinesis(port: int, log_file: Path) -> subprocess.Popen[bytes]:
         "DELETE_STREAM_DURATION": "200ms",
         "UPDATE_SHARD_COUNT_DURATION": "200ms",
         "LOG_LEVEL": "WARN",
+        **(kinesis_env() if record_calls else {}),
     }
     preload = Path(__file__).with_name("loopback.js")
     with log_file.open("ab") as sink:
@@ -102,13 +124,20 @@ def start_kinesis(port: int, log_file: Path) -> subprocess.Popen[bytes]:
     return process
 
 
-def start_dynamodb(port: int, log_file: Path) -> subprocess.Popen[bytes]:
-    """Start moto's server (DynamoDB for the lease table) on loopback ``port``."""
+def start_dynamodb(
+    port: int, log_file: Path, *, recording: Path | None = None
+) -> subprocess.Popen[bytes]:
+    """Start moto's server (DynamoDB for the lease table) on loopback ``port``.
+
+    ``recording``: append every request there as a JSON line (:mod:`local.api_calls`).
+    """
     moto = Path(sys.executable).with_name("moto_server")
     command = [str(moto)] if moto.exists() else [sys.executable, "-m", "moto.server"]
+    env = {**os.environ, **(moto_env(recording) if recording else {})}
     with log_file.open("ab") as sink:
         process = subprocess.Popen(
             [*command, "-H", "127.0.0.1", "-p", str(port)],
+            env=env,
             stdout=sink,
             stderr=subprocess.STDOUT,
             start_new_session=True,
@@ -130,15 +159,32 @@ def stop(process: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
 
 
 @contextlib.contextmanager
-def running(log_dir: Path) -> Iterator[Emulators]:
-    """Run both emulators for the duration of the ``with`` block."""
+def running(log_dir: Path, *, record_calls: bool = False) -> Iterator[Emulators]:
+    """Run both emulators for the duration of the ``with`` block.
+
+    ``record_calls``: record which actions they serve (:meth:`Emulators.api_calls`). Off
+    by default: the record grows by about 1.5 KB a request, which a long-running local
+    default does not need.
+    """
     log_dir.mkdir(parents=True, exist_ok=True)
     kinesis_port, dynamo_port = free_port(), free_port()
-    kinesis = start_kinesis(kinesis_port, log_dir / "kinesis-mock.log")
+    kinesis_log = log_dir / "kinesis-mock.log"
+    recording = Recording(kinesis_log, log_dir / "moto-recording.jsonl") if record_calls else None
+    if recording is not None:
+        # A recording starts empty: the log directory may be reused, and logs are appended.
+        kinesis_log.unlink(missing_ok=True)
+        recording.dynamodb_recording.unlink(missing_ok=True)
+    kinesis = start_kinesis(kinesis_port, kinesis_log, record_calls=record_calls)
     try:
-        dynamo = start_dynamodb(dynamo_port, log_dir / "moto.log")
+        dynamo = start_dynamodb(
+            dynamo_port,
+            log_dir / "moto.log",
+            recording=recording.dynamodb_recording if recording else None,
+        )
         try:
-            yield Emulators(f"http://127.0.0.1:{kinesis_port}", f"http://127.0.0.1:{dynamo_port}")
+            yield Emulators(
+                f"http://127.0.0.1:{kinesis_port}", f"http://127.0.0.1:{dynamo_port}", recording
+            )
         finally:
             stop(dynamo)
     finally:

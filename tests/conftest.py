@@ -89,10 +89,11 @@ def _sleeps() -> list[float]:
 
 @pytest.fixture(scope="session", name="emulators")
 def _emulators(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    """kinesis-mock and moto, started once for every test that needs AWS."""
+    """kinesis-mock and moto, started once for every test that needs AWS, recording the
+    calls they serve (tests/test_iam_policy.py checks them against the task role)."""
     from local import emulators
 
-    with emulators.running(tmp_path_factory.mktemp("emulators")) as endpoints:
+    with emulators.running(tmp_path_factory.mktemp("emulators"), record_calls=True) as endpoints:
         yield endpoints
 
 
