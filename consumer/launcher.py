@@ -50,6 +50,60 @@ KCL_DEFAULTS = {
 JVM_OPTIONS = ("-Xms128m", "-Xmx512m", "-XX:+ExitOnOutOfMemoryError")
 
 
+# What the daemon waits for before its first record (KCL 3.1.3's Scheduler and
+# LeaseManagementConfig): the workers of a new application first wait a random 1-30 s
+# for its empty lease table, so that one of them creates the leases; that first shard
+# sync then takes one shardSyncIntervalMillis; leases are handed out at the leader's
+# assignment rounds (leaseAssignmentIntervalMillis, default 2 x failoverTimeMillis),
+# the first of which may find this worker's metrics not yet reported.
+EMPTY_LEASE_TABLE_WAIT_SECONDS = 30
+KCL_INTERVAL_DEFAULTS_MILLIS = {
+    "shardSyncIntervalMillis": 60_000,
+    "failoverTimeMillis": 10_000,
+}
+# Measured here: lease discovery, a shard process's start and its first read.
+SHARD_START_SECONDS = 10
+MILLIS = 1000
+
+
+def _interval_seconds(properties: Mapping[str, str], key: str, default_millis: int) -> float:
+    """A daemon interval as the file sets it (any spelling), else KCL's default."""
+    for name, value in properties.items():
+        if kclkeys.daemon_property(name) == key and value.strip().isdigit():
+            return int(value) / MILLIS
+    return default_millis / MILLIS
+
+
+def startup_outlook(properties: Mapping[str, str], *, fresh: bool) -> str:
+    """One line for the log: what the daemon will wait for before the first record."""
+    failover = _interval_seconds(
+        properties, "failoverTimeMillis", KCL_INTERVAL_DEFAULTS_MILLIS["failoverTimeMillis"]
+    )
+    rounds = _interval_seconds(
+        properties, "leaseAssignmentIntervalMillis", int(2 * failover * MILLIS)
+    )
+    assign = f"hands out leases at assignment rounds every {rounds:g} s"
+    expected = 2 * rounds + SHARD_START_SECONDS
+    if fresh:
+        sync = _interval_seconds(
+            properties,
+            "shardSyncIntervalMillis",
+            KCL_INTERVAL_DEFAULTS_MILLIS["shardSyncIntervalMillis"],
+        )
+        expected += EMPTY_LEASE_TABLE_WAIT_SECONDS + sync
+        return (
+            f"a new KCL application: the daemon creates its tables, waits up to "
+            f"{EMPTY_LEASE_TABLE_WAIT_SECONDS} s (at random) for the lease table, syncs the "
+            f"shards once after shardSyncIntervalMillis ({sync:g} s), then {assign}; the first "
+            f"records in about {expected:g} s at most. Meanwhile it logs 'Lease table is still "
+            f"empty' and 'performing assignment'; each shard logs 'starting after' as it starts"
+        )
+    return (
+        f"the daemon {assign} (the first may find this worker not yet known); the first "
+        f"records in about {expected:g} s at most, when each shard logs 'starting after'"
+    )
+
+
 def new_worker_id() -> str:
     """A KCL worker id unique per start, as KCL's own default (a UUID) is, but readable.
 
@@ -65,11 +119,16 @@ def jar_dir() -> Path:
 
 
 class Launch(NamedTuple):
-    """What ``run`` execs: the daemon's command line and environment, and the settings."""
+    """What ``run`` execs, and what it was made from.
+
+    The daemon's command line and environment, the settings, and the properties the
+    daemon reads (defaults and worker id included).
+    """
 
     argv: list[str]
     env: dict[str, str]
     settings: config.Settings
+    daemon_properties: dict[str, str]
 
 
 def prepare(properties_path: Path, environ: Mapping[str, str], workdir: Path) -> Launch:
@@ -129,7 +188,7 @@ def prepare(properties_path: Path, environ: Mapping[str, str], workdir: Path) ->
     own_logback = properties_path.resolve().parent / "logback.xml"
     logback = own_logback if own_logback.exists() else DAEMON_LOGBACK[log_format]
     argv += ["--log-configuration", str(logback)]
-    return Launch(argv, env, settings)
+    return Launch(argv, env, settings, merged)
 
 
 def run(properties_path: Path) -> int:
@@ -140,7 +199,7 @@ def run(properties_path: Path) -> int:
     A key PostHog does not know raises :class:`ConfigError` (exit 78).
     """
     workdir = Path(tempfile.mkdtemp(prefix="kinesis-posthog-"))
-    argv, env, settings = prepare(properties_path, os.environ, workdir)
+    argv, env, settings, daemon_properties = prepare(properties_path, os.environ, workdir)
     try:
         for probe in (
             preflight.probe_kinesis,
@@ -148,10 +207,12 @@ def run(properties_path: Path) -> int:
             preflight.probe_dead_letter,
         ):
             log.info("%s", probe(settings))
+        fresh = not preflight.lease_table_exists(settings)
     except DependencyError as exc:
         log.critical("cannot start: %s", exc)
         return ExitStatus.UNAVAILABLE
     preflight.require_known_key(settings, log.warning)
+    log.info("%s", startup_outlook(daemon_properties, fresh=fresh))
     log.info(
         "starting the KCL daemon for application %s, stream %s -> PostHog at %s",
         settings.application_name,

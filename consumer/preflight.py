@@ -2,7 +2,8 @@
 
 Run by ``run`` before the daemon starts, and by ``check`` for a person:
 
-* **Kinesis** (DescribeStreamSummary) and **DynamoDB** (ListTables): the daemon itself
+* **Kinesis** (DescribeStreamSummary) and **DynamoDB** (DescribeTable on the lease
+  table, which KCL's own permissions cover; "not found" is fine: KCL creates it): the daemon itself
   retries an unreachable endpoint for about 100 s, then exits with status 0 as if it
   had finished; a worker that can never read must instead fail at once, non-zero, with
   one line naming the endpoint.
@@ -173,11 +174,23 @@ def probe_kinesis(settings: Settings) -> str:
     return f"stream {settings.stream_name} is {status}, {shards} open shards"
 
 
+def lease_table_exists(settings: Settings) -> bool:
+    """Whether KCL's lease table exists; raise :class:`DependencyError` if DynamoDB does not answer."""
+
+    def describe(dynamodb: Any) -> bool:
+        try:
+            dynamodb.describe_table(TableName=settings.application_name)
+        except dynamodb.exceptions.ResourceNotFoundException:
+            return False  # a new application: KCL creates the table on its first start
+        return True
+
+    exists: bool = _call(settings, "dynamodb", describe)
+    return exists
+
+
 def probe_dynamodb(settings: Settings) -> str:
-    """List tables (the lease table may not exist yet); raise :class:`DependencyError` if we cannot."""
-    tables = _call(settings, "dynamodb", lambda dynamodb: dynamodb.list_tables(Limit=100))
-    exists = settings.application_name in tables["TableNames"]
-    state = "exists" if exists else "will be created by KCL on first start"
+    """Look for the lease table (it may not exist yet); raise :class:`DependencyError` if we cannot."""
+    state = "exists" if lease_table_exists(settings) else "will be created by KCL on first start"
     return f"lease table {settings.application_name} {state}"
 
 

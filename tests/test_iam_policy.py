@@ -57,7 +57,7 @@ NEEDED_ACTIONS = {
     "kinesis:DescribeStreamSummary": "our start-up check: the source and dead-letter streams",
     "kinesis:PutRecords": "our Kinesis dead-letter sink",
     "dynamodb:CreateTable": "KCL: the lease, coordinator-state and worker-metrics tables",
-    "dynamodb:DescribeTable": "KCL: waits for its tables and the lease table's index",
+    "dynamodb:DescribeTable": "KCL: waits for its tables and the index; our start-up check",
     "dynamodb:UpdateTable": "KCL: adds the lease-owner index to the lease table",
     "dynamodb:Query": "KCL: leases by owner, on the lease table's index",
     "dynamodb:Scan": "KCL: all leases, coordinator state, worker metrics",
@@ -66,11 +66,10 @@ NEEDED_ACTIONS = {
     "dynamodb:UpdateItem": "KCL: lease renewals and checkpoints, worker metrics, the lock",
     "dynamodb:DeleteItem": "KCL: finished leases, stale worker metrics, the lock",
     "dynamodb:ConditionCheckItem": "KCL 3.5: moving coordinator state into the lease table",
-    "dynamodb:ListTables": "our start-up check: DynamoDB answers",
     "cloudwatch:PutMetricData": "KCL: metrics (metricsLevel is not NONE on AWS)",
 }
-# IAM cannot narrow these two to a resource; PutMetricData is narrowed by a condition.
-UNSCOPED_ACTIONS = frozenset({"dynamodb:ListTables", "cloudwatch:PutMetricData"})
+# IAM cannot narrow this to a resource; a condition narrows it to KCL's namespace.
+UNSCOPED_ACTIONS = frozenset({"cloudwatch:PutMetricData"})
 # The permission IAM checks for each kind of item in a DynamoDB transaction.
 TRANSACTION_PERMISSIONS = {
     "Put": "PutItem",
@@ -333,8 +332,8 @@ def test_resources_are_named_with_the_placeholders() -> None:
         # Another application's tables, and deleting tables, are out of reach.
         ("dynamodb:GetItem", "table/other-app", {}, False),
         ("dynamodb:DeleteTable", "table/kinesis-posthog", {}, False),
-        # ListTables names no table.
-        ("dynamodb:ListTables", "*", {}, True),
+        # Listing every table is not needed: the start-up check looks the lease table up.
+        ("dynamodb:ListTables", "*", {}, False),
         # Metrics only in KCL's namespace (the application name).
         ("cloudwatch:PutMetricData", "*", {"cloudwatch:namespace": "kinesis-posthog"}, True),
         ("cloudwatch:PutMetricData", "*", {"cloudwatch:namespace": "AWS/EC2"}, False),
@@ -361,7 +360,7 @@ def test_our_code_calls_only_what_the_policy_allows() -> None:
     """Every Kinesis or DynamoDB operation ``consumer/`` calls through boto3 is granted."""
     ours = product_operations()
     # The scan finds the calls we know of (else it would prove nothing).
-    assert {"kinesis:DescribeStreamSummary", "kinesis:PutRecords", "dynamodb:ListTables"} <= ours
+    assert {"kinesis:DescribeStreamSummary", "kinesis:PutRecords", "dynamodb:DescribeTable"} <= ours
     assert ours <= policy_actions(load_json(TASK_ROLE_POLICY))
 
 

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from consumer.config import PROPERTIES_ENV
-from consumer.launcher import DAEMON_CLASS, prepare
+from consumer.launcher import DAEMON_CLASS, prepare, startup_outlook
 from consumer.propfile import read_properties
 from tests.support import BASE_PROPERTIES
 
@@ -20,7 +20,7 @@ def test_prepare(tmp_path: Path) -> None:
     source.write_text("\n".join(f"{k} = {v}" for k, v in values.items()))
     workdir = tmp_path / "work"
     workdir.mkdir()
-    argv, env, settings = prepare(
+    argv, env, settings, _ = prepare(
         source, {"KINESIS_POSTHOG_streamName": "prod", "PATH": "/usr/bin:/bin"}, workdir
     )
 
@@ -51,7 +51,7 @@ def test_the_daemon_reads_the_values_we_checked(tmp_path: Path) -> None:
     source.write_text("\n".join(f"{k} = {v}  " for k, v in values.items()))
     workdir = tmp_path / "work"
     workdir.mkdir()
-    _, env, _ = prepare(source, {"PATH": "/usr/bin:/bin"}, workdir)
+    _, env, _, _ = prepare(source, {"PATH": "/usr/bin:/bin"}, workdir)
     written = read_properties(Path(env[PROPERTIES_ENV]))
     assert written["streamName"] == "events"
     assert written["initialPositionInStream"] == "TRIM_HORIZON"
@@ -72,6 +72,25 @@ def test_the_file_is_read_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
 
     with monkeypatch.context() as patch:
         patch.setattr(Path, "read_text", counting)
-        _, env, _ = prepare(source, {"PATH": "/usr/bin:/bin"}, workdir)
+        _, env, _, _ = prepare(source, {"PATH": "/usr/bin:/bin"}, workdir)
     assert reads.count(source) == 1
     assert read_properties(Path(env[PROPERTIES_ENV]))["eventKey"] == "properties.eventName"
+
+
+@pytest.mark.parametrize(
+    ("properties", "fresh", "expected"),
+    [
+        ({}, True, "about 140 s"),  # KCL's defaults, new application: 30 + 60 + 2 x 20 + 10
+        ({}, False, "about 50 s"),  # an existing application: two 20 s rounds + 10
+        ({"shardSyncIntervalMillis": "5000", "failoverTimeMillis": "5000"}, True, "about 65 s"),
+        ({"leaseAssignmentIntervalMillis": "10000"}, False, "about 30 s"),  # aws.properties
+        ({"failoverTimeMillis": "soon"}, False, "about 50 s"),  # unreadable: KCL's default
+    ],
+)
+def test_the_start_up_outlook_says_what_the_daemon_waits_for(
+    properties: dict[str, str], fresh: bool, expected: str
+) -> None:
+    line = startup_outlook(properties, fresh=fresh)
+    assert expected in line
+    assert ("Lease table is still empty" in line) is fresh
+    assert "starting after" in line

@@ -6,6 +6,7 @@ import json
 import threading
 from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -13,6 +14,7 @@ from consumer import preflight
 from consumer.errors import ConfigError, DependencyError, RetryableDeliveryError
 from consumer.preflight import KeyVerdict, verify_key
 from consumer.sender import Response
+from local.emulators import LOCAL_ENV
 from local.standin import make_server
 from tests.support import SettingsFactory
 
@@ -144,6 +146,32 @@ def test_probes_name_the_endpoint(make_settings: SettingsFactory) -> None:
     ):
         with pytest.raises(DependencyError, match=f"{name} at {dead}"):
             probe(settings)
+
+
+def test_the_lease_table_is_looked_up_by_name(
+    make_settings: SettingsFactory, emulators: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """DescribeTable on the lease table (KCL's own permission; no ListTables on "*", and no
+    first page of 100 tables to miss it in): missing is fine, KCL creates it."""
+    import boto3
+
+    for name, value in LOCAL_ENV.items():
+        monkeypatch.setenv(name, value)
+    settings = make_settings(
+        applicationName="preflight-lease-table", dynamoDBEndpoint=emulators.dynamodb_endpoint
+    )
+    assert "will be created by KCL" in preflight.probe_dynamodb(settings)
+    boto3.client(
+        "dynamodb",
+        endpoint_url=emulators.dynamodb_endpoint,
+        region_name=LOCAL_ENV["AWS_REGION"],
+    ).create_table(
+        TableName="preflight-lease-table",
+        KeySchema=[{"AttributeName": "leaseKey", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "leaseKey", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    assert preflight.probe_dynamodb(settings).endswith("exists")
 
 
 @pytest.mark.parametrize(
