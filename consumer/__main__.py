@@ -1,4 +1,4 @@
-"""Command line: ``python -m consumer [process|run|preview|check]``.
+"""Command line: ``python -m consumer [process|run|preview|check|redrive]``.
 
 ``process`` (the default, what ``executableName`` starts) speaks the KCL protocol on
 stdin/stdout; the rest is for people. Logs
@@ -41,11 +41,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         if command == "preview":
             from consumer.tools import preview
 
-            return preview(Path(args.properties_file), data=args.data, path=args.record)
+            return preview(
+                Path(args.properties_file),
+                data=args.data,
+                path=args.record,
+                dead_letter=args.dead_letter,
+            )
         if command == "check":
             from consumer.tools import check
 
             return check(Path(args.properties_file))
+        if command == "redrive":
+            from consumer.redrive import redrive
+
+            return redrive(
+                Path(args.properties_file),
+                source=args.source,
+                to=args.to,
+                allow_other_streams=args.allow_other_streams,
+            )
     except ConfigError as exc:
         log.critical("%s", exc)
         return ExitStatus.CONFIG
@@ -96,10 +110,37 @@ def _parser() -> argparse.ArgumentParser:
     source = preview.add_mutually_exclusive_group()
     source.add_argument("--data", help='the record as text, e.g. \'{"event": "x"}\'')
     source.add_argument("--record", help="a file holding the record's bytes ('-' for stdin)")
+    source.add_argument(
+        "--dead-letter",
+        metavar="FILE[:LINE]",
+        help="a dead-letter entry (line 1 by default): the event it becomes on redrive",
+    )
     check = commands.add_parser(
         "check", help="validate the properties and probe Kinesis, DynamoDB, PostHog"
     )
     check.add_argument("properties_file")
+    redrive = commands.add_parser(
+        "redrive", help="map dead letters again and deliver those that now map"
+    )
+    redrive.add_argument("properties_file")
+    redrive.add_argument(
+        "--from",
+        dest="source",
+        required=True,
+        metavar="SOURCE",
+        help="the dead letters: a file (file:<path> or a path) or kinesis:<stream>",
+    )
+    redrive.add_argument(
+        "--to",
+        metavar="TARGET",
+        help="where what still fails goes (file:<path> or kinesis:<stream>; default: a new "
+        "file <source name>.redrive-<UTC time>.jsonl beside the source)",
+    )
+    redrive.add_argument(
+        "--allow-other-streams",
+        action="store_true",
+        help="redrive dead letters of streams other than streamName, as their own stream's events",
+    )
     return parser
 
 

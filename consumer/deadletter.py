@@ -24,21 +24,26 @@ Its lines are exactly :meth:`DeadLetter.to_json`.
 
 The other sink, a Kinesis stream, is :mod:`consumer.kinesis_sink`; :func:`build_sink`
 picks one from a :class:`DeadLetterTarget` (the ``deadLetter`` setting, parsed).
+
+Read back (``redrive``, ``preview --dead-letter``), an entry's JSON object becomes a
+:class:`DeadLetter` again by :meth:`DeadLetter.from_json`, and its record, byte for byte
+the one the shard process had, by :meth:`DeadLetter.record`.
 """
 
 from __future__ import annotations
 
 import base64
+import binascii
 import enum
 import fcntl
 import json
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
-from consumer.errors import DeadLetterError
+from consumer.errors import DeadLetterError, NotADeadLetterError
 from consumer.record import KinesisRecord
 
 # Our choice, not AWS's: long enough for any PostHog error answer or parser message,
@@ -109,6 +114,72 @@ class DeadLetter:
             },
             separators=(",", ":"),
         )
+
+    @classmethod
+    def from_json(cls, document: Mapping[str, Any], *, dataless_reason: str) -> DeadLetter:
+        """The entry :meth:`to_json` wrote, from its JSON object, decoded by the caller.
+
+        (:func:`consumer.mapping.decode` reads an entry as the sinks write it, gzipped or
+        not; it sits above this module.) An entry whose reason is ``dataless_reason`` and
+        that has no ``data`` (the Kinesis sink's stand-in for one too large to store:
+        :data:`consumer.kinesis_sink.TOO_LARGE_REASON`) comes back as it was read: its
+        :meth:`record` is None and its :meth:`to_json` is the object read. Raises
+        :class:`NotADeadLetterError` for anything else that is not an entry.
+        """
+        detail = document.get("detail")
+        fields = {  # in this order, so the first missing one is named
+            "reason": _field(document, "reason", str),
+            "detail": detail if isinstance(detail, str) else "",
+            "stream": _field(document, "stream", str),
+            "shard_id": _field(document, "shardId", str),
+            "sequence_number": _field(document, "sequenceNumber", str),
+            "sub_sequence_number": _field(document, "subSequenceNumber", int),
+            "partition_key": _field(document, "partitionKey", str),
+            "approximate_arrival_timestamp": _field(document, "approximateArrivalTimestamp", int),
+        }
+        if fields["reason"] == dataless_reason and "data" not in document:
+            text = json.dumps(document, separators=(",", ":"))
+            return _AsRead(**fields, data_base64="", text=text)
+        encoded = _field(document, "data", str)
+        try:
+            base64.b64decode(encoded, validate=True)
+        except binascii.Error as exc:
+            raise NotADeadLetterError("data is not base64") from exc
+        return cls(**fields, data_base64=encoded)
+
+    def record(self) -> KinesisRecord | None:
+        """The record exactly as the shard process had it (what :meth:`of` was given).
+
+        None for an entry read back without its data (see :meth:`from_json`).
+        """
+        return KinesisRecord(
+            base64.b64decode(self.data_base64),
+            self.partition_key,
+            self.sequence_number,
+            self.sub_sequence_number,
+            self.approximate_arrival_timestamp,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class _AsRead(DeadLetter):
+    """An entry read without its data: nothing to redrive, written on as it was read."""
+
+    text: str = ""
+
+    def to_json(self) -> str:
+        """The entry as read (compact JSON): its own keys, not a DeadLetter's."""
+        return self.text
+
+    def record(self) -> None:
+        """None: the entry holds no data."""
+
+
+def _field(document: Mapping[str, Any], name: str, kind: type) -> Any:
+    value = document.get(name)
+    if type(value) is not kind:  # exact: a boolean is no sequence number
+        raise NotADeadLetterError(f"{name} is missing or not a {kind.__name__}")
+    return value
 
 
 class DeadLetterSink(Protocol):

@@ -6,6 +6,9 @@ The hierarchy follows what the caller must do about each failure::
     ├── ConfigError               bad settings: fail at start-up, before any record is read
     ├── RecordError               one record cannot become an event: dead-letter it, go on
     ├── DeadLetterError           the dead-letter destination refused a write: do not checkpoint
+    ├── NotADeadLetterError       an entry read back is no dead letter (a line torn by a crash,
+    │                             a hand-edited one): redrive skips it, naming it; for
+    │                             ``preview --dead-letter`` it is a ConfigError
     ├── DependencyError           start-up: Kinesis, DynamoDB or the dead-letter destination
     │                             cannot be reached or refused us: exit 69, naming it
     └── DeliveryError             PostHog did not accept a batch (carries status, retry_after)
@@ -57,6 +60,10 @@ class RecordError(ConsumerError):
 
 class DeadLetterError(ConsumerError):
     """Writing to the dead-letter destination failed, so the record must not be checkpointed."""
+
+
+class NotADeadLetterError(ConsumerError):
+    """An entry read back is not a dead letter as the sinks write it; the message says why."""
 
 
 class DependencyError(ConsumerError):

@@ -1,7 +1,9 @@
 """``preview`` and ``check``: answers for a person, without consuming anything.
 
 * ``preview`` prints the PostHog event a record becomes (or its dead-letter reason),
-  with no AWS and no PostHog involved.
+  with no AWS and no PostHog involved. Given a dead letter (``--dead-letter FILE[:LINE]``,
+  read by :meth:`DeadLetter.from_json <consumer.deadletter.DeadLetter.from_json>`), the
+  event is the one ``redrive`` would send: its first delivery's uuid and timestamp.
 * ``check`` validates the settings and probes each dependency with the configured
   endpoints and credentials (see :mod:`consumer.preflight`): Kinesis, DynamoDB, and
   whether PostHog knows the project key.
@@ -9,7 +11,10 @@
 
 from __future__ import annotations
 
+import dataclasses
+import itertools
 import json
+import logging
 import os
 import sys
 import time
@@ -18,46 +23,63 @@ from pathlib import Path
 from typing import TextIO
 
 from consumer import config, preflight, wiring
-from consumer.errors import ConfigError, DependencyError, RecordError
+from consumer.deadletter import DeadLetter
+from consumer.errors import ConfigError, DependencyError, NotADeadLetterError, RecordError
 from consumer.exits import ExitStatus
-from consumer.mapping import Mapper
+from consumer.kinesis_sink import TOO_LARGE_REASON
+from consumer.mapping import Mapper, decode
 from consumer.record import KinesisRecord
+
+log = logging.getLogger(__name__)
 
 # preview needs no PostHog key; a placeholder satisfies validation.
 _PREVIEW_KEY = "phc_preview"
+# What a record given as text, a file or stdin is taken to be: it came from no shard.
+_PREVIEW_SHARD = "shardId-preview"
+_PREVIEW_PARTITION_KEY = "preview-partition-key"
 
 
-def preview(
+def preview(  # noqa: PLR0913 - one option per way to give the record, then the seams
     properties: Path,
     *,
     data: str | None,
     path: str | None,
+    dead_letter: str | None = None,
     out: TextIO | None = None,
     environ: Mapping[str, str] | None = None,
 ) -> int:
-    """Print the event (exit 0) or the dead-letter reason (exit 65) for one record."""
+    """Print the event (exit 0) or the dead-letter reason (exit 65) for one record.
+
+    ``dead_letter`` (``FILE[:LINE]``) is mapped as ``redrive`` maps it: as its own
+    stream's and shard's record, with the rules of today's settings.
+    """
     out = out or sys.stdout
+    letter = None if dead_letter is None else _dead_letter(dead_letter)
     env = dict(os.environ if environ is None else environ)
     env.setdefault(config.API_KEY_ENV, _PREVIEW_KEY)
     settings = config.load(properties, env)
-    if data is not None:
-        raw = data.encode("utf-8")
-    elif path in (None, "-"):
-        raw = sys.stdin.buffer.read()
+    rules = wiring.mapping_rules(settings)
+    shard_id = _PREVIEW_SHARD
+    if letter is not None:
+        record, stream, shard_id = letter
+        if stream != rules.stream_name:
+            log.warning(
+                "the dead letter came from stream %s, not streamName %s: shown as that "
+                "stream's event (redrive needs --allow-other-streams for it)",
+                stream,
+                rules.stream_name,
+            )
+            rules = dataclasses.replace(rules, stream_name=stream)
     else:
-        try:
-            raw = Path(path).read_bytes()
-        except OSError as exc:
-            raise ConfigError("--record", path, f"a readable file ({exc.strerror})") from exc
-    record = KinesisRecord(
-        data=raw,
-        partition_key="preview-partition-key",
-        sequence_number="0",
-        sub_sequence_number=0,
-        arrival_millis=int(time.time() * 1000),
-    )
+        record = KinesisRecord(
+            data=_record_bytes(data, path),
+            partition_key=_PREVIEW_PARTITION_KEY,
+            sequence_number="0",
+            sub_sequence_number=0,
+            arrival_millis=int(time.time() * 1000),
+        )
     try:
-        event = Mapper(wiring.mapping_rules(settings), "shardId-preview").map(record)
+        event = Mapper(rules, shard_id).map(record)
     except RecordError as exc:
         out.write(
             json.dumps({"deadLetter": {"reason": exc.reason, "detail": exc.detail}}, indent=2)
@@ -66,6 +88,45 @@ def preview(
         return ExitStatus.RECORD_ERROR
     out.write(json.dumps(json.loads(event.payload), indent=2, ensure_ascii=False) + "\n")
     return ExitStatus.OK
+
+
+def _record_bytes(data: str | None, path: str | None) -> bytes:
+    """The record given as text (``--data``), from a file or from stdin (``--record``)."""
+    if data is not None:
+        return data.encode("utf-8")
+    if path in (None, "-"):
+        return sys.stdin.buffer.read()
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise ConfigError("--record", path, f"a readable file ({exc.strerror})") from exc
+
+
+def _dead_letter(spec: str) -> tuple[KinesisRecord, str, str]:
+    """``--dead-letter FILE[:LINE]`` (line 1 by default): its record, stream and shard id."""
+    head, _, tail = spec.rpartition(":")
+    named = head and tail.isdigit() and not Path(spec).exists()  # a name may end in :<digits>
+    path, number = (Path(head), int(tail)) if named else (Path(spec), 1)
+    try:
+        with path.open("rb") as handle:
+            line = next(itertools.islice(handle, max(number - 1, 0), None), b"")
+    except OSError as exc:
+        raise ConfigError("--dead-letter", spec, f"a readable file ({exc.strerror})") from exc
+    if number < 1 or not line:
+        raise ConfigError(
+            "--dead-letter", spec, f"FILE[:LINE], LINE a line of {path} (counted from 1)"
+        )
+    try:
+        entry = DeadLetter.from_json(decode(line), dataless_reason=TOO_LARGE_REASON)
+    except RecordError as exc:
+        problem = f"a dead-letter entry (not a JSON object ({exc.reason}))"
+        raise ConfigError("--dead-letter", spec, problem) from exc
+    except NotADeadLetterError as exc:
+        raise ConfigError("--dead-letter", spec, f"a dead-letter entry ({exc})") from exc
+    record = entry.record()
+    if record is None:
+        raise ConfigError("--dead-letter", spec, f"an entry with data ({TOO_LARGE_REASON}: none)")
+    return record, entry.stream, entry.shard_id
 
 
 def check(properties: Path, *, out: TextIO | None = None) -> int:

@@ -5,8 +5,8 @@ Each stage takes plain values or a small value object of its own (the mapping it
 :class:`~consumer.deadletter.DeadLetterTarget`, AWS clients an
 :class:`~consumer.aws.AwsAccess`), never the settings: so a stage is built and tested
 without a properties file, and a new setting touches the table and this module only.
-The functions below make those values; the commands (``preview``, ``check``,
-``run``) call them too, so every command builds its parts the same way.
+The functions below make those values; the commands (``preview``, ``check``, ``run``,
+``redrive``) call them too, so every command builds its parts the same way.
 Per-shard parts come from factories, called once the shard id is known.
 """
 
@@ -94,6 +94,42 @@ def dead_letter_sink(settings: Settings) -> DeadLetterSink:
     return build_sink(settings.dead_letter, kinesis_sink)
 
 
+def delivery_factory(
+    settings: Settings,
+    sink: DeadLetterSink,
+    *,
+    transport: Transport | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> Callable[[str, str], Delivery]:
+    """``delivery(stream, shard_id)``: a shard's Delivery, all sharing one Sender and ``sink``.
+
+    One Sender is one HTTP session for the whole process. ``transport`` is for tests; a
+    shard process's ``sleep`` is :func:`orphan_aware_sleep` (see :func:`build_processor`).
+    """
+    policy = RetryPolicy()
+    sender = Sender(
+        host=settings.posthog_host,
+        api_key=settings.api_key,
+        historical_migration=settings.historical_migration,
+        timeout=settings.timeout_seconds,
+        transport=transport,
+    )
+
+    def delivery(stream: str, shard_id: str) -> Delivery:
+        return Delivery(
+            sender=sender,
+            sink=sink,
+            policy=policy,
+            stream=stream,
+            shard_id=shard_id,
+            max_events=settings.batch_max_events,
+            max_bytes=settings.batch_max_bytes,
+            sleep=sleep,
+        )
+
+    return delivery
+
+
 def build_processor(
     settings: Settings,
     transport: Transport | None = None,
@@ -103,39 +139,24 @@ def build_processor(
 
     ``transport`` and ``sleep`` are for tests: no real HTTP, no real waits.
     """
-    policy = RetryPolicy()
     sleep = sleep or orphan_aware_sleep(os.getppid())
-    sender = Sender(
-        host=settings.posthog_host,
-        api_key=settings.api_key,
-        historical_migration=settings.historical_migration,
-        timeout=settings.timeout_seconds,
-        transport=transport,
+    deliveries = delivery_factory(
+        settings, dead_letter_sink(settings), transport=transport, sleep=sleep
     )
-    sink = dead_letter_sink(settings)
     rules = mapping_rules(settings)
 
     def mapper(shard_id: str) -> Mapper:
         return Mapper(rules, shard_id)
 
     def delivery(shard_id: str) -> Delivery:
-        return Delivery(
-            sender=sender,
-            sink=sink,
-            policy=policy,
-            stream=settings.stream_name,
-            shard_id=shard_id,
-            max_events=settings.batch_max_events,
-            max_bytes=settings.batch_max_bytes,
-            sleep=sleep,
-        )
+        return deliveries(settings.stream_name, shard_id)
 
     def keeper(shard_id: str) -> CheckpointKeeper:
         return CheckpointKeeper(
             shard_id=shard_id,
             every_records=settings.checkpoint_interval_records,
             every_seconds=settings.checkpoint_interval_seconds,
-            policy=policy,
+            policy=RetryPolicy(),
             sleep=sleep,
         )
 

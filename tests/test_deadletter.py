@@ -1,4 +1,4 @@
-"""Dead letters: entries, the file sink, and the sink the settings name.
+"""Dead letters: entries (written and read back), the file sink, and the sink the settings name.
 
 The Kinesis sink is tested in test_kinesis_sink.py.
 """
@@ -14,9 +14,10 @@ from typing import Any
 import pytest
 
 from consumer import deadletter, wiring
-from consumer.deadletter import DETAIL_MAX_CHARS, DeadLetterSink, FileSink
-from consumer.errors import DeadLetterError
-from consumer.kinesis_sink import KinesisSink
+from consumer.deadletter import DETAIL_MAX_CHARS, DeadLetter, DeadLetterSink, FileSink
+from consumer.errors import DeadLetterError, NotADeadLetterError
+from consumer.kinesis_sink import TOO_LARGE_REASON, KinesisSink
+from consumer.record import KinesisRecord
 from tests.support import letter
 
 
@@ -48,6 +49,73 @@ class TestEntry:
             assert detail == "y" * DETAIL_MAX_CHARS + f"... ({length} characters, cut)"
         else:
             assert detail == "y" * length
+
+
+def read_back(line: str) -> DeadLetter:
+    return DeadLetter.from_json(json.loads(line), dataless_reason=TOO_LARGE_REASON)
+
+
+# What the Kinesis sink writes for an entry too large even gzipped: no data.
+TOO_LARGE = {
+    "reason": TOO_LARGE_REASON,
+    "detail": "event_too_large: ...; re-read it from the source stream",
+    "originalReason": "event_too_large",
+    "stream": "events",
+    "shardId": "shardId-000000000001",
+    "sequenceNumber": "4959009",
+    "subSequenceNumber": 0,
+    "partitionKey": "pk-1",
+    "approximateArrivalTimestamp": 1_700_000_000_123,
+    "dataLength": 2_000_000,
+    "dataSha256": "0" * 64,
+}
+
+
+class TestReadBack:
+    def test_an_entry_reads_back_as_it_was_written(self) -> None:
+        """from_json undoes to_json, and record() gives the record of()'s was made from."""
+        original = KinesisRecord(b"\xffbad", "pk-1", "4959001", 3, 1_700_000_000_123)
+        entry = DeadLetter.of(original, stream="events", shard_id="s-1", reason="r", detail="d")
+        again = read_back(entry.to_json())
+        assert again == entry
+        assert again.record() == original
+
+    def test_an_entry_without_data_is_written_on_as_it_was_read(self) -> None:
+        """The Kinesis sink's stand-in keeps its own keys; it holds no record."""
+        entry = read_back(json.dumps(TOO_LARGE))
+        assert (entry.reason, entry.sequence_number) == (TOO_LARGE_REASON, "4959009")
+        assert entry.record() is None
+        assert json.loads(entry.to_json()) == TOO_LARGE
+
+    @pytest.mark.parametrize(
+        ("change", "problem"),
+        [
+            # An entry without its position.
+            ({"sequenceNumber": None}, "sequenceNumber is missing or not a str"),
+            # A boolean where the sub-sequence number goes.
+            ({"subSequenceNumber": True}, "subSequenceNumber is missing or not a int"),
+            # Data that is not base64.
+            ({"data": "*/2JhZA=="}, "data is not base64"),
+            # No data, and not the reason of an entry stored without it.
+            ({"data": None}, "data is missing or not a str"),
+        ],
+    )
+    def test_what_is_no_entry_is_refused_saying_why(
+        self, change: dict[str, Any], problem: str
+    ) -> None:
+        """A good entry with ``change`` made (None: the key removed)."""
+        document = json.loads(letter(b"\xffbad").to_json())
+        document.update(change)
+        with pytest.raises(NotADeadLetterError) as caught:
+            DeadLetter.from_json(
+                {k: v for k, v in document.items() if v is not None},
+                dataless_reason=TOO_LARGE_REASON,
+            )
+        assert str(caught.value) == problem
+
+    def test_a_dataless_reason_with_data_is_an_ordinary_entry(self) -> None:
+        entry = letter(reason=TOO_LARGE_REASON)
+        assert read_back(entry.to_json()) == entry
 
 
 class TestFileSink:

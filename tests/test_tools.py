@@ -11,15 +11,17 @@ from typing import Any
 
 import pytest
 
-from consumer.deadletter import DeadLetter
+from consumer import __main__ as cli
+from consumer.deadletter import DeadLetter, FileSink
 from consumer.errors import ConfigError
 from consumer.exits import ExitStatus
 from consumer.kinesis_sink import KINESIS_RECORD_MAX_BYTES, KinesisSink
+from consumer.mapping import event_uuid
 from consumer.record import KinesisRecord
 from consumer.tools import check, preview
 from local import harness
 from local.emulators import LOCAL_ENV, Emulators
-from tests.support import BASE_PROPERTIES
+from tests.support import ARRIVAL_MILLIS, ARRIVAL_TEXT, BASE_PROPERTIES
 
 
 def write(path: Path, values: dict[str, str]) -> Path:
@@ -54,6 +56,86 @@ class TestPreview:
             == ExitStatus.RECORD_ERROR
         )
         assert json.loads(out.getvalue())["deadLetter"]["reason"] == "missing_event"
+
+
+class TestPreviewDeadLetter:
+    """`preview --dead-letter FILE[:LINE]`: the event a dead letter becomes on redrive."""
+
+    SHARD = "shardId-000000000004"
+
+    def letters(self, path: Path, *records: KinesisRecord, stream: str = "events") -> Path:
+        """``path`` holding a dead letter of each record, written by the worker's file sink."""
+        FileSink(path).write(
+            [
+                DeadLetter.of(r, stream=stream, shard_id=self.SHARD, reason="x", detail="d")
+                for r in records
+            ]
+        )
+        return path
+
+    def test_prints_the_event_with_its_first_delivery_s_uuid_and_timestamp(
+        self, props: Path, tmp_path: Path
+    ) -> None:
+        """LINE picks the entry; the event keeps the record's own identity, not a preview's."""
+        data = b'{"properties": {"eventName": "signup", "userId": "u1"}}'
+        wanted = KinesisRecord(data, "pk-2", "4959002", 1, ARRIVAL_MILLIS)
+        other = KinesisRecord(b"{}", "pk-1", "4959001", 0, ARRIVAL_MILLIS)
+        path = self.letters(tmp_path / "dead.jsonl", other, wanted)
+        out = io.StringIO()
+        status = preview(props, data=None, path=None, dead_letter=f"{path}:2", out=out, environ={})
+        assert status == ExitStatus.OK
+        event = json.loads(out.getvalue())
+        assert event["uuid"] == event_uuid("events", self.SHARD, wanted)
+        assert (event["timestamp"], event["distinct_id"]) == (ARRIVAL_TEXT, "u1")
+        assert event["properties"]["$kinesis_shard_id"] == self.SHARD
+
+    def test_a_dead_letter_that_still_fails_prints_its_reason(
+        self, props: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Through the command line; no LINE means the first entry."""
+        monkeypatch.setattr(cli, "configure_logging", lambda: None)  # keep pytest's handlers
+        path = self.letters(tmp_path / "dead.jsonl", KinesisRecord(b"{}", "pk", "1", 0, 1))
+        status = cli.main(["preview", str(props), "--dead-letter", str(path)])
+        assert status == ExitStatus.RECORD_ERROR
+
+    @pytest.mark.parametrize(
+        ("line", "problem"),
+        [
+            # Past the end of the file.
+            (3, "counted from 1"),
+            # Lines count from 1.
+            (0, "counted from 1"),
+            # A line that is no dead letter.
+            (2, "a dead-letter entry"),
+        ],
+    )
+    def test_a_line_that_is_no_dead_letter_is_a_config_error(
+        self, props: Path, tmp_path: Path, line: int, problem: str
+    ) -> None:
+        path = self.letters(tmp_path / "dead.jsonl", KinesisRecord(b"{}", "pk", "1", 0, 1))
+        with path.open("a") as handle:
+            handle.write('{"reason": "not_js\n')
+        with pytest.raises(ConfigError, match=problem) as caught:
+            self.preview(props, f"{path}:{line}")
+        assert caught.value.key == "--dead-letter"
+
+    def test_an_entry_without_data_cannot_be_previewed(self, props: Path, tmp_path: Path) -> None:
+        path = tmp_path / "dead.jsonl"
+        entry = json.loads(self.letters(path, KinesisRecord(b"{}", "pk", "1", 0, 1)).read_text())
+        del entry["data"]
+        path.write_text(json.dumps({**entry, "reason": "too_large_to_dead_letter"}) + "\n")
+        with pytest.raises(ConfigError, match="too_large_to_dead_letter"):
+            self.preview(props, str(path))
+
+    def test_the_entry_is_read_before_the_settings(self, tmp_path: Path) -> None:
+        """As the command line always did: a wrong --dead-letter is named first."""
+        with pytest.raises(ConfigError) as caught:
+            self.preview(tmp_path / "no.properties", str(tmp_path / "no.jsonl"))
+        assert caught.value.key == "--dead-letter"
+
+    @staticmethod
+    def preview(props: Path, spec: str) -> int:
+        return preview(props, data=None, path=None, dead_letter=spec, out=io.StringIO(), environ={})
 
 
 @pytest.mark.e2e

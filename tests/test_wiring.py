@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
+from typing import Any
 
 import pytest
 
 from consumer import wiring
+from consumer.deadletter import DeadLetter
 from consumer.exits import ExitStatus
-from consumer.mapping import MappingRules
+from consumer.mapping import Mapper, MappingRules
+from consumer.record import Pending
+from consumer.sender import BATCH_PATH, Sender
 from consumer.wiring import orphan_aware_sleep
-from tests.support import SettingsFactory
+from tests.support import RecordFactory, ScriptedTransport, SettingsFactory
 
 
 def test_sleeps_in_steps_while_the_daemon_lives() -> None:
@@ -61,3 +66,43 @@ def test_aws_access_keeps_the_keys_out_of_its_repr(make_settings: SettingsFactor
     )
     assert "AKID" not in repr(access)
     assert "secret" not in repr(access)
+
+
+class ListSink:
+    def __init__(self) -> None:
+        self.entries: list[DeadLetter] = []
+
+    def write(self, entries: Sequence[DeadLetter]) -> None:
+        self.entries.extend(entries)
+
+
+def test_deliveries_share_one_sender_and_the_sink(
+    make_settings: SettingsFactory, make_record: RecordFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One Sender (one HTTP session) for every shard, the settings' host, key and batch
+    limits, and the sink given, with each Delivery's own stream and shard in its entries."""
+    senders: list[dict[str, Any]] = []
+
+    def sender(**options: Any) -> Sender:
+        senders.append(options)
+        return Sender(**options)
+
+    monkeypatch.setattr("consumer.wiring.Sender", sender)
+    settings = make_settings(batchMaxEvents="2")
+    transport, sink = ScriptedTransport(200, 200, 400), ListSink()
+    factory = wiring.delivery_factory(settings, sink, transport=transport, sleep=lambda _: None)
+    first, second = factory("events", "shardId-1"), factory("old-events", "shardId-2")
+    assert len(senders) == 1
+
+    def pending(shard_id: str, *names: str) -> list[Pending]:
+        mapper = Mapper(wiring.mapping_rules(settings), shard_id)
+        records = [make_record({"properties": {"eventName": n}}, sequence=n) for n in names]
+        return [Pending(record, mapper.map(record)) for record in records]
+
+    first.deliver(pending("shardId-1", "1", "2", "3"))  # two batches of at most 2
+    second.deliver(pending("shardId-2", "4"))  # refused even alone: dead-lettered
+    assert [len(r["body"]["batch"]) for r in transport.requests] == [2, 1, 1]
+    assert {r["url"] for r in transport.requests} == {settings.posthog_host + BATCH_PATH}
+    assert {r["body"]["api_key"] for r in transport.requests} == {settings.api_key}
+    [entry] = sink.entries
+    assert (entry.stream, entry.shard_id, entry.sequence_number) == ("old-events", "shardId-2", "4")
