@@ -1,4 +1,4 @@
-"""Command line: ``python -m consumer [process|run|preview|check|redrive]``.
+"""Command line: ``python -m consumer [process|run|preview|check|redrive|health]``.
 
 ``process`` (the default, what ``executableName`` starts) speaks the KCL protocol on
 stdin/stdout; the rest is for people. Logs
@@ -26,7 +26,7 @@ log = logging.getLogger("consumer")
 DAEMON_STOPS_US = (signal.SIGINT, signal.SIGTERM)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:  # noqa: PLR0911 - one return per command
     """Parse the command line and run one command; returns the exit status."""
     args = _parser().parse_args(argv)
     configure_logging()
@@ -51,6 +51,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from consumer.tools import check
 
             return check(Path(args.properties_file))
+        if command == "health":
+            from consumer.tools import health_check
+
+            return health_check(Path(args.properties_file))
         if command == "redrive":
             from consumer.redrive import redrive
 
@@ -119,6 +123,10 @@ def _parser() -> argparse.ArgumentParser:
         "check", help="validate the properties and probe Kinesis, DynamoDB, PostHog"
     )
     check.add_argument("properties_file")
+    health = commands.add_parser(
+        "health", help="exit 1 if a shard of this host's worker is stuck (a health check)"
+    )
+    health.add_argument("properties_file")
     redrive = commands.add_parser(
         "redrive", help="map dead letters again and deliver those that now map"
     )

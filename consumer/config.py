@@ -46,6 +46,9 @@ DEFAULT_BATCH_MAX_EVENTS = 1000
 DEFAULT_TIMEOUT_SECONDS = 30.0
 DEFAULT_CHECKPOINT_SECONDS = 10.0
 DEFAULT_CHECKPOINT_RECORDS = 10_000
+# `health` calls a shard stuck after this long without progress: well past delivery's
+# 30 s backoff cap, short enough for an orchestrator to notice within minutes.
+DEFAULT_HEALTH_STALL_SECONDS = 300.0
 
 
 DEFAULT_DEAD_LETTER = DeadLetterTarget(DeadLetterKind.FILE, "dead-letter.jsonl")
@@ -81,6 +84,7 @@ class Settings:
     dead_letter: DeadLetterTarget
     checkpoint_interval_seconds: float
     checkpoint_interval_records: int
+    health_stall_seconds: float
 
     def __repr__(self) -> str:
         """Every field but the secret ones, so a logged Settings leaks no key."""
@@ -188,6 +192,9 @@ SETTINGS: tuple[Setting, ...] = (
             DEFAULT_CHECKPOINT_SECONDS, doc="checkpoint at least this often while records flow ({bounds} s)"),
     Setting("checkpointIntervalRecords", "checkpoint_interval_records", p.WholeNumber(1, 10_000_000),
             DEFAULT_CHECKPOINT_RECORDS, doc="... or after this many records ({bounds})"),
+    Setting("healthStallSeconds", "health_stall_seconds", p.Number(30.0, 86_400.0),
+            DEFAULT_HEALTH_STALL_SECONDS,
+            doc="`health` fails when a shard has made no progress this long ({bounds} s)"),
 )
 # fmt: on
 

@@ -14,6 +14,8 @@ class ExitStatus(enum.IntEnum):
 
     #: Done, or stopped on request.
     OK = 0
+    #: ``health``: a shard is stuck (what container health checks take as unhealthy).
+    UNHEALTHY = 1
     #: ``run.sh``: no such command or properties file (EX_USAGE; written in run.sh too).
     USAGE = 64
     #: ``preview``: the record would be dead-lettered (EX_DATAERR).

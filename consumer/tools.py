@@ -22,7 +22,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TextIO
 
-from consumer import config, preflight, wiring
+from consumer import config, health, preflight, wiring
 from consumer.deadletter import DeadLetter
 from consumer.errors import ConfigError, DependencyError, NotADeadLetterError, RecordError
 from consumer.exits import ExitStatus
@@ -127,6 +127,23 @@ def _dead_letter(spec: str) -> tuple[KinesisRecord, str, str]:
     if record is None:
         raise ConfigError("--dead-letter", spec, f"an entry with data ({TOO_LARGE_REASON}: none)")
     return record, entry.stream, entry.shard_id
+
+
+def health_check(
+    properties: Path, *, out: TextIO | None = None, now: Callable[[], float] = time.time
+) -> int:
+    """Exit 0 if no shard of this host's worker is stuck (see :mod:`consumer.health`), else 1."""
+    out = out or sys.stdout
+    settings = config.load(properties)
+    states = health.read_states(health.state_dir(settings.application_name))
+    found = health.problems(states, now(), settings.health_stall_seconds)
+    for problem in found:
+        print(f"stuck: {problem}", file=out)
+    if found:
+        return ExitStatus.UNHEALTHY
+    behind = sum(1 for state in states if (state.millis_behind_latest or 0) > health.BEHIND_MILLIS)
+    print(f"healthy: {len(states)} shards, {behind} behind the tip and delivering", file=out)
+    return ExitStatus.OK
 
 
 def check(properties: Path, *, out: TextIO | None = None) -> int:

@@ -15,10 +15,11 @@ from consumer import __main__ as cli
 from consumer.deadletter import DeadLetter, FileSink
 from consumer.errors import ConfigError
 from consumer.exits import ExitStatus
+from consumer.health import StateFile, state_dir
 from consumer.kinesis_sink import KINESIS_RECORD_MAX_BYTES, KinesisSink
 from consumer.mapping import event_uuid
 from consumer.record import KinesisRecord
-from consumer.tools import check, preview
+from consumer.tools import check, health_check, preview
 from local import harness
 from local.emulators import LOCAL_ENV, Emulators
 from tests.support import ARRIVAL_MILLIS, ARRIVAL_TEXT, BASE_PROPERTIES
@@ -228,3 +229,35 @@ def test_preview_of_a_missing_file_is_one_line(props: Path) -> None:
     """`preview --record` naming no file is a ConfigError, not a traceback."""
     with pytest.raises(ConfigError, match="--record"):
         preview(props, data=None, path="/no/such/record", out=io.StringIO(), environ={})
+
+
+class TestHealth:
+    """`health`: the container health check reads the shard state files of this host."""
+
+    @pytest.fixture(name="folder")
+    def _folder(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+        import tempfile
+
+        monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+        monkeypatch.setenv("POSTHOG_API_KEY", "phc_test")
+        return state_dir(BASE_PROPERTIES["applicationName"])
+
+    def test_an_idle_worker_is_healthy(self, props: Path, folder: Path) -> None:
+        state = StateFile(folder, "shardId-000000000001", clock=lambda: 1000.0)
+        state.batch_arrived(0)
+        state.batch_done(delivered=5, dead_lettered=0)
+        out = io.StringIO()
+        assert health_check(props, out=out, now=lambda: 1000.0 + 86_400) == ExitStatus.OK
+        assert out.getvalue().startswith("healthy: 1 shards")
+
+    def test_a_batch_stuck_in_flight_is_unhealthy(self, props: Path, folder: Path) -> None:
+        StateFile(folder, "shardId-000000000001", clock=lambda: 1000.0).batch_arrived(90_000)
+        out = io.StringIO()
+        assert health_check(props, out=out, now=lambda: 1000.0 + 301) == ExitStatus.UNHEALTHY
+        assert (
+            "stuck: shard shardId-000000000001: a batch not delivered for 301 s" in out.getvalue()
+        )
+
+    def test_no_shard_yet_is_healthy(self, props: Path, folder: Path) -> None:
+        assert not folder.exists()
+        assert health_check(props, out=io.StringIO()) == ExitStatus.OK

@@ -1,0 +1,132 @@
+"""Shard state files: what ``health`` judges and what the progress line sums up.
+
+Every shard process keeps one small JSON file fresh in the worker's state folder
+(``<tmp>/kinesis-posthog/<applicationName>``, one per application on a host): when a
+batch arrives (``inFlightSince``) and when it is delivered (``lastProgress``), with the
+lag the daemon reported and running totals. A file is written whole (temporary file,
+then rename) and removed when its shard process ends.
+
+``health`` (an ECS container health check) tells a stuck worker from an idle one:
+
+* stuck: a batch in flight for longer than ``stall`` (PostHog refusing or unreachable:
+  delivery keeps retrying and nothing can be checkpointed), or a shard behind the tip
+  with no batch delivered for ``stall`` (the daemon stopped feeding it);
+* healthy: no shard yet (starting, or no lease), shards at the tip however long idle
+  (KCL sends no empty batches), batches going through.
+
+Files of processes that no longer exist are ignored (a crash leaves one behind).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+STATE_DIR_NAME = "kinesis-posthog"
+# A shard this far behind the tip counts as behind (KCL reports 0 at the tip).
+BEHIND_MILLIS = 1_000
+SUFFIX = ".json"
+
+
+def state_dir(application: str, base: Path | None = None) -> Path:
+    """The worker's state folder: one per application on a host."""
+    return (base or Path(tempfile.gettempdir())) / STATE_DIR_NAME / application
+
+
+@dataclass
+class ShardState:
+    """One shard process's state, as its file holds it (wall-clock seconds)."""
+
+    shard: str
+    pid: int
+    updated: float
+    in_flight_since: float | None = None
+    last_progress: float | None = None
+    millis_behind_latest: int | None = None
+    delivered: int = 0
+    dead_lettered: int = 0
+
+
+class StateFile:
+    """The file one shard process keeps fresh."""
+
+    def __init__(self, folder: Path, shard: str, clock: Callable[[], float] = time.time) -> None:
+        """``folder`` is created if missing."""
+        self._path = folder / f"{shard}{SUFFIX}"
+        self._clock = clock
+        self.state = ShardState(shard=shard, pid=os.getpid(), updated=clock())
+        folder.mkdir(parents=True, exist_ok=True)
+
+    def batch_arrived(self, millis_behind_latest: int | None) -> None:
+        """A batch is in flight from now on."""
+        self.state.in_flight_since = self._clock()
+        if millis_behind_latest is not None:
+            self.state.millis_behind_latest = millis_behind_latest
+        self._save()
+
+    def batch_done(self, delivered: int, dead_lettered: int) -> None:
+        """The batch is delivered or dead-lettered: progress."""
+        now = self._clock()
+        self.state.in_flight_since = None
+        self.state.last_progress = now
+        self.state.delivered += delivered
+        self.state.dead_lettered += dead_lettered
+        self._save()
+
+    def remove(self) -> None:
+        """The shard process is ending."""
+        self._path.unlink(missing_ok=True)
+
+    def _save(self) -> None:
+        self.state.updated = self._clock()
+        temporary = self._path.with_suffix(f".{os.getpid()}.tmp")
+        temporary.write_text(json.dumps(asdict(self.state)), encoding="utf-8")
+        temporary.replace(self._path)
+
+
+def read_states(folder: Path, alive: Callable[[int], bool] | None = None) -> list[ShardState]:
+    """The states of live shard processes in ``folder`` (none if it does not exist)."""
+    alive = alive or _alive
+    states: list[ShardState] = []
+    for path in sorted(folder.glob(f"*{SUFFIX}")):
+        with contextlib.suppress(OSError, ValueError, TypeError):
+            state = ShardState(**json.loads(path.read_text(encoding="utf-8")))
+            if alive(state.pid):
+                states.append(state)
+    return states
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process: it exists
+    return True
+
+
+def problems(states: Iterable[ShardState], now: float, stall: float) -> list[str]:
+    """Why the worker is stuck, one line per shard; empty when it is healthy."""
+    found: list[str] = []
+    for state in states:
+        if state.in_flight_since is not None and now - state.in_flight_since > stall:
+            found.append(
+                f"shard {state.shard}: a batch not delivered for {now - state.in_flight_since:.0f} s "
+                "(PostHog refusing or unreachable; see the shard's log lines)"
+            )
+            continue
+        behind = (state.millis_behind_latest or 0) > BEHIND_MILLIS
+        since = state.last_progress if state.last_progress is not None else state.updated
+        if behind and now - since > stall:
+            found.append(
+                f"shard {state.shard}: {state.millis_behind_latest} ms behind and no batch "
+                f"for {now - since:.0f} s (the daemon is not feeding it)"
+            )
+    return found
