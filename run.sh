@@ -11,6 +11,8 @@
 #   ./run.sh bench [--runs N] [--e2e] throughput of a shard process, and with --e2e of a
 #                                     whole worker (`./run.sh bench --help`)
 #   ./run.sh check|preview PROPS ...  validate settings / show the event a record becomes
+#   ./run.sh redrive PROPS --from SOURCE [--to TARGET]
+#                                     map dead letters again, deliver those that now map
 #   ./run.sh setup                    only install what is missing (idempotent)
 #
 # Set-up is idempotent: a venv in .venv with this package and its pinned KCL jars
@@ -117,7 +119,7 @@ case "$command" in
     [ $# -gt 0 ] && shift; need_full_setup local; setup
     # local/ is repository tooling, not installed with the package: run it from here.
     cd "$ROOT" && exec "$VENV/bin/python" -m local demo "$@" ;;
-  check|preview)
+  check|preview|redrive|health)
     shift; setup
     exec "$VENV/bin/python" -m consumer "$command" "$@" ;;
   -h|--help|help)

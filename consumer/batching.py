@@ -30,11 +30,12 @@ _T = TypeVar("_T", bound=Encoded)
 _U = TypeVar("_U")
 
 
-def cut(items: Sequence[_T], *, max_events: int, max_bytes: int) -> Iterator[list[_T]]:
+def cut(items: Iterable[_T], *, max_events: int, max_bytes: int) -> Iterator[list[_T]]:
     """Yield consecutive runs of ``items``, each within ``max_events`` and ``max_bytes``.
 
     An item that alone exceeds ``max_bytes`` travels alone: mapping already refused
-    events over PostHog's per-event limit, so such an item is still deliverable.
+    events over PostHog's per-event limit, so such an item is still deliverable. Items
+    are read as runs are cut (a run is yielded when the item after it is read).
     """
     return runs(
         items,

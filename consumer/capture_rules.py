@@ -23,7 +23,9 @@ from __future__ import annotations
 import json
 import math
 import re
-from typing import Any
+from typing import Any, NamedTuple
+
+import orjson
 
 from consumer import paths
 from consumer.errors import RecordError
@@ -92,6 +94,9 @@ CAPTURED_EVENT_FIXED_BYTES = 4096
 # longer (ryu is positional for decimal exponents -5..15, Python for -4..15, and ryu's
 # exponents have no "+" and no leading zero).
 _FLOAT_GROWTH_LOW, _FLOAT_GROWTH_HIGH = 1e-5, 1e-4
+# Below this (and not 0), Python's repr writes a float with an exponent ("1e-05",
+# "1.5e-07"), and other writers differently ("0.00001", "1.5e-7"): see SendableNumbers.
+SMALL_FLOAT_LIMIT = _FLOAT_GROWTH_HIGH
 _PYTHON_EXPONENT_OF_RYU_POSITIONAL = "e-05"
 # serde_json reads integers outside i64/u64 as doubles and writes them with ryu: at most a
 # sign, 17 significant digits, ".", "e" and the exponent.
@@ -149,18 +154,30 @@ def check_cookieless_mode(properties: dict[str, Any]) -> None:
             )
 
 
-def check_sendable(properties: dict[str, Any]) -> int:
+class SendableNumbers(NamedTuple):
+    """What :func:`check_sendable` saw of the numbers it let through."""
+
+    growth: int
+    """At most how many bytes more serde_json writes for them than json.dumps does."""
+    small_floats: bool
+    """Whether one is a float with 0 < abs(x) < 1e-4: JSON writers spell those differently
+    (json.dumps ``1e-05``, serde_json and orjson ``0.00001``; :mod:`consumer.mapping`)."""
+
+
+def check_sendable(properties: dict[str, Any]) -> SendableNumbers:
     """Refuse properties PostHog's capture cannot parse: too deep, or numbers beyond a double.
 
     Only what is sent is checked: a deep or huge value elsewhere in the record does not
     matter. One level at a time rather than recursively, so that the check itself cannot
     meet the recursion limit; plain loops, as this visits every value of every event.
     Returns how many bytes more serde_json writes for the numbers than json.dumps does
-    (at most), for :func:`captured_message_bytes`.
+    (at most), for :func:`captured_message_bytes`, and whether any float is small
+    enough to be written with an exponent.
     """
     # Depth as capture counts it, the event object being level 1 and "properties" level 2.
     depth = _PROPERTIES_DEPTH
     growth = 0
+    small_floats = False
     level: list[Any] = [properties]
     while level:
         if depth > MAX_EVENT_DEPTH:
@@ -175,11 +192,17 @@ def check_sendable(properties: dict[str, Any]) -> int:
                 kind = type(value)
                 if kind is dict or kind is list:
                     below.append(value)
-                elif kind is int or kind is float:
-                    growth += _sendable_number_growth(value)
+                elif kind is int:
+                    if not _I64_MIN <= value < _U64_LIMIT:  # else within everything, as is
+                        growth += _sendable_number_growth(value)
+                elif kind is float:
+                    magnitude = abs(value)
+                    if not SMALL_FLOAT_LIMIT <= magnitude < math.inf:  # else fine, as is
+                        growth += _sendable_number_growth(value)  # refuses NaN, infinities
+                        small_floats = small_floats or magnitude > 0
         level = below
         depth += 1
-    return growth
+    return SendableNumbers(growth, small_floats)
 
 
 def utf8_as_captured(text: str) -> bytes:
@@ -197,7 +220,13 @@ def utf8_as_captured(text: str) -> bytes:
 
 
 def check_size(payload: bytes, *, event_name: str, distinct_id: str, number_growth: int) -> None:
-    """Refuse an event whose Kafka message, as capture measures it, is over the limit."""
+    """Refuse an event whose Kafka message, as capture measures it, is over the limit.
+
+    Measured only when :func:`captured_message_bytes_bound` does not already show that
+    it is within (every event but those of hundreds of kilobytes).
+    """
+    if captured_message_bytes_bound(payload, number_growth) <= MAX_EVENT_BYTES:
+        return
     measured = captured_message_bytes(
         payload, event_name=event_name, distinct_id=distinct_id, number_growth=number_growth
     )
@@ -232,6 +261,19 @@ def captured_message_bytes(
     return data_field + name_field + name_raw + id_field + 2 * id_raw + CAPTURED_EVENT_FIXED_BYTES
 
 
+def captured_message_bytes_bound(payload: bytes, number_growth: int) -> int:
+    """At least :func:`captured_message_bytes` of ``payload``, an event as the mapper encodes it.
+
+    Such a payload holds the event's name once and its distinct id twice (``distinct_id``
+    and ``properties.distinct_id``), as JSON strings of n and d bytes: n + 2d <= its
+    length L. capture's ``data`` with its escapes is at most 2L plus the growth and 2
+    quotes; the name's field and raw text are at most n each; the id, cut to 200
+    characters (a NUL becoming U+FFFD, no longer escaped), at most d in its field and
+    each raw copy. So the message is at most 2L + 2n + 3d + the fixed part <= 4L + ...
+    """
+    return 4 * len(payload) + number_growth + 2 + CAPTURED_EVENT_FIXED_BYTES
+
+
 def json_type(value: Any) -> str:
     """How a refusal names ``value``'s JSON type ("an object", "a boolean", ...)."""
     names = {bool: "a boolean", dict: "an object", list: "an array"}
@@ -239,9 +281,18 @@ def json_type(value: Any) -> str:
 
 
 def _json_string_bytes(text: str) -> int:
-    """Bytes of ``text`` as a JSON string; serde_json escapes exactly as json.dumps does here."""
-    # A lone surrogate takes 3 bytes either way: as surrogatepass, or as the U+FFFD we send.
-    return len(json.dumps(text, ensure_ascii=False).encode("utf-8", "surrogatepass"))
+    r"""Bytes of ``text`` as a JSON string; serde_json escapes exactly as json.dumps does here.
+
+    orjson escapes every character exactly as json.dumps(ensure_ascii=False) does (the
+    same six short escapes, ``\\u00XX`` for the other control characters, nothing else;
+    tests/test_capture_rules.py checks every code point), and is several times faster;
+    it refuses a lone surrogate, which json.dumps measures.
+    """
+    try:
+        return len(orjson.dumps(text))
+    except orjson.JSONEncodeError:
+        # A lone surrogate takes 3 bytes either way: as surrogatepass, or as the U+FFFD we send.
+        return len(json.dumps(text, ensure_ascii=False).encode("utf-8", "surrogatepass"))
 
 
 def _sendable_number_growth(value: float) -> int:

@@ -12,35 +12,24 @@ is what allows the processor to checkpoint afterwards:
   dead-lettered or checkpointed, since resending later with the right configuration
   will succeed.
 
-Refusals are trusted only while PostHog is seen accepting. Our mapper sends only events
-capture accepts (name, distinct_id, uuid, size as capture measures it, depth, numbers
-and ``$cookieless_mode`` are checked first), so PostHog refusing an event alone is
-rare; a host answering 400 to everything (a wrong path behind a proxy) refuses every
-event alone. So the events refused in one :meth:`Delivery.deliver` call are
-dead-lettered only if PostHog accepted some batch in that same call, or else accepts a
-probe: the smallest event of the last batch it accepted, sent again (byte-identical, so
-PostHog collapses it with the original, as it does any replay). Otherwise
+Refusals are trusted only while PostHog is seen judging events (our mapper sends only
+events capture accepts, so a lone refusal is rare, while a host answering 400 to
+everything refuses every event alone). The events refused in one :meth:`Delivery.deliver`
+call are dead-lettered only if PostHog accepted some batch in that call, or else accepts
+a probe (the smallest event of the last batch it accepted, sent again: byte-identical,
+so PostHog collapses it with the original); otherwise
 :class:`~consumer.errors.RefusalStreakError` is raised and nothing of the call is
-dead-lettered. The same check runs as soon as :data:`MAX_REFUSALS_IN_A_ROW` events in
-a row have been refused alone with nothing accepted between, which bounds the requests
-an always-400 host costs, whatever the batch size.
+dead-lettered. The same check runs as soon as :data:`MAX_REFUSALS_IN_A_ROW` events in a
+row were refused alone with nothing accepted between. Before anything was accepted
+there is nothing to probe with: fewer refusals in a row are trusted, and at that many the
+rest of the call (every event not yet sent, cut again) is sent whole, once, without
+bisecting; if PostHog accepts none of it, RefusalStreakError. So an always-400 host costs
+at most 2 x :data:`MAX_REFUSALS_IN_A_ROW` + ceil(log2(``batchMaxEvents``)) + 1 requests
+plus a probe or one per batch of the rest (README, "Delivery guarantees").
 
-Before PostHog has accepted anything from this shard process there is nothing to probe
-with. Then fewer than :data:`MAX_REFUSALS_IN_A_ROW` refusals in a row are trusted and
-dead-lettered. When that many accumulate, the rest of the call (every event not yet
-sent in any request: the untried halves of the batch being bisected and the batches
-not yet tried, cut again into batches) is sent whole, without bisecting. If PostHog
-accepts any of it, it is judging events, and that acceptance gives a known-good event:
-delivery goes on as usual (the refused events are dead-lettered at the end of the call,
-refused parts of the rest are bisected). If it accepts none of it (or nothing is left),
-:class:`~consumer.errors.RefusalStreakError` is raised and nothing of the call is
-dead-lettered. So a shard whose new records begin with a run of events PostHog refuses
-does not stop for good as long as one batch of the rest holds only events PostHog
-accepts (a rest whose every batch holds a refused event still stops it), while an
-always-400 host costs at most
-2 x :data:`MAX_REFUSALS_IN_A_ROW` + ceil(log2(``batchMaxEvents``)) + 1 requests plus one
-per batch of the rest. Start-up already proved that ``posthogHost`` answers as PostHog
-does (:mod:`consumer.preflight`), so a wrong host rarely gets this far.
+Batches go out one at a time, in order, each answered before the next is sent. The events
+are read as batches are cut, so a caller may map records on demand: then one batch of
+events is held at a time, not a whole ``processRecords`` call's.
 """
 
 from __future__ import annotations
@@ -48,7 +37,7 @@ from __future__ import annotations
 import collections
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import NoReturn
 
@@ -61,7 +50,9 @@ from consumer.errors import (
     RefusalStreakError,
     RetryableDeliveryError,
 )
-from consumer.record import KinesisRecord, MappedEvent
+from consumer.record import Pending
+
+__all__ = ["MAX_REFUSALS_IN_A_ROW", "Delivery", "DeliveryStats", "Pending"]
 from consumer.retry import RetryPolicy
 from consumer.sender import Sender
 
@@ -76,19 +67,6 @@ log = logging.getLogger(__name__)
 MAX_REFUSALS_IN_A_ROW = 10
 
 _Refusal = PayloadTooLargeError | BadBatchError
-
-
-@dataclass(frozen=True, slots=True)
-class Pending:
-    """An event on its way, with the record it came from (for dead-lettering)."""
-
-    record: KinesisRecord
-    event: MappedEvent
-
-    @property
-    def payload(self) -> bytes:
-        """The event's encoded JSON."""
-        return self.event.payload
 
 
 @dataclass
@@ -141,33 +119,29 @@ class Delivery:
         self._known_good: bytes | None = None
         self._accepted_this_call = False
 
-    def deliver(self, items: Sequence[Pending]) -> None:
+    def deliver(self, items: Iterable[Pending]) -> None:
         """Return once every item was accepted by PostHog or dead-lettered.
 
-        Raises :class:`RefusalStreakError` (dead-lettering nothing of ``items``) when
-        events were refused one by one and PostHog gave no sign of judging them.
+        ``items`` is read as batches are cut, so it may map records on demand. Raises
+        :class:`RefusalStreakError` (dead-lettering nothing of ``items``) when events
+        were refused one by one and PostHog gave no sign of judging them.
         """
         self._accepted_this_call = False
+        batches = cut(items, max_events=self._max_events, max_bytes=self._max_bytes)
+        first_refused = self._send_until_refused(batches)
+        if first_refused is None:
+            return
+        first, refusal, rest = first_refused
         refused: list[_Refused] = []
-        # Batches not yet sent, in order; a refused batch's halves go to the front, so
-        # bisection is depth-first and the queue always holds exactly the unsent rest.
-        pending: collections.deque[list[Pending]] = collections.deque(
-            cut(items, max_events=self._max_events, max_bytes=self._max_bytes)
-        )
+        # The unsent rest of the call, in order (all mapped now); a refused batch's halves
+        # go to the front, so bisection is depth-first.
+        pending: collections.deque[list[Pending]] = collections.deque(rest)
+        self._judge(first, refusal, pending, refused)
         while pending:
             batch = pending.popleft()
             exc = self._try(batch)
-            if exc is None:
-                continue
-            if len(batch) > 1:
-                pending.extendleft(reversed(_halves(batch)))
-                continue
-            self._refused_alone(batch[0], exc, refused)
-            if self._refused_in_a_row >= MAX_REFUSALS_IN_A_ROW:
-                if self._known_good is None:
-                    self._send_rest_whole(pending, refused)
-                else:
-                    self._verify_posthog_judges(refused)
+            if exc is not None:
+                self._judge(batch, exc, pending, refused)
         if not refused:
             return
         if not self._accepted_this_call:
@@ -176,6 +150,38 @@ class Delivery:
             "shard %s: dead-lettering %d events PostHog refused", self._shard_id, len(refused)
         )
         self.dead_letter([self._dead_letter_of(entry) for entry in refused])
+
+    def _send_until_refused(
+        self, batches: Iterator[list[Pending]]
+    ) -> tuple[list[Pending], _Refusal, Iterator[list[Pending]]] | None:
+        """Send ``batches`` in order while PostHog accepts them; None if it accepted all.
+
+        At the first refusal, returns that batch, the refusal, and the batches not yet
+        made (each batch is made, so its records mapped, just before it is sent).
+        """
+        for batch in batches:
+            exc = self._try(batch)
+            if exc is not None:
+                return batch, exc, batches
+        return None
+
+    def _judge(
+        self,
+        batch: list[Pending],
+        exc: _Refusal,
+        pending: collections.deque[list[Pending]],
+        refused: list[_Refused],
+    ) -> None:
+        """A refused batch: bisect it, or set a lone event aside and check the streak."""
+        if len(batch) > 1:
+            pending.extendleft(reversed(_halves(batch)))
+            return
+        self._refused_alone(batch[0], exc, refused)
+        if self._refused_in_a_row >= MAX_REFUSALS_IN_A_ROW:
+            if self._known_good is None:
+                self._send_rest_whole(pending, refused)
+            else:
+                self._verify_posthog_judges(refused)
 
     def dead_letter(self, entries: Sequence[DeadLetter]) -> None:
         """Write ``entries`` to the sink, backing off while it fails; never gives up."""

@@ -14,21 +14,21 @@ then stops, and the restarted worker resumes from the last checkpoint.
 
 from __future__ import annotations
 
-import base64
+import binascii
 import functools
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
 from amazon_kclpy.v3 import processor as kcl
 
 from consumer.checkpoint import CheckpointKeeper, Position
 from consumer.deadletter import DeadLetter
-from consumer.delivery import Delivery, Pending
+from consumer.delivery import Delivery
 from consumer.errors import AuthenticationError, PermanentDeliveryError, RecordError
 from consumer.exits import ExitStatus
 from consumer.mapping import Mapper
-from consumer.record import KinesisRecord
+from consumer.record import KinesisRecord, Pending
 
 log = logging.getLogger(__name__)
 
@@ -100,31 +100,26 @@ class RecordProcessor(kcl.RecordProcessorBase):  # type: ignore[misc]
 
     @_fatal_on_error
     def process_records(self, process_records_input: Any) -> None:
-        """Map, deliver, and checkpoint on cadence."""
+        """Map, deliver, and checkpoint on cadence.
+
+        Records are mapped as delivery cuts them into batches, so one batch of events
+        is held at a time, not the whole call's. The position moves only once delivery
+        has returned (every event accepted or dead-lettered), the records the mapper
+        refused were dead-lettered, and every record of the call was read doing so.
+        """
         mapper, delivery, keeper = self._parts()
-        records = [_to_record(raw) for raw in process_records_input.records]
-        if not records:
+        raws = process_records_input.records
+        if not raws:
             return
-        pending: list[Pending] = []
         rejected: list[DeadLetter] = []
-        for record in records:
-            try:
-                pending.append(Pending(record, mapper.map(record)))
-            except RecordError as exc:
-                rejected.append(
-                    DeadLetter.of(
-                        record,
-                        stream=self._stream,
-                        shard_id=self.shard_id,
-                        reason=exc.reason,
-                        detail=exc.detail,
-                    )
-                )
+        mapped = _Mapped(mapper, raws, rejected, stream=self._stream, shard_id=self.shard_id)
+        delivery.deliver(mapped)
+        if mapped.count != len(raws):
+            raise RuntimeError(f"delivery returned after {mapped.count} of {len(raws)} records")
         delivery.dead_letter(rejected)
-        delivery.deliver(pending)
-        self.records_seen += len(records)
-        last = records[-1]
-        keeper.delivered(Position(last.sequence_number, last.sub_sequence_number), len(records))
+        self.records_seen += len(raws)
+        last = _to_record(raws[-1])
+        keeper.delivered(Position(last.sequence_number, last.sub_sequence_number), len(raws))
         if keeper.due():
             keeper.checkpoint(process_records_input.checkpointer)
             self._log_progress()
@@ -175,10 +170,50 @@ class RecordProcessor(kcl.RecordProcessorBase):  # type: ignore[misc]
         )
 
 
+class _Mapped:
+    """The events of one call's records, mapped as they are read; refusals dead-lettered."""
+
+    def __init__(
+        self,
+        mapper: Mapper,
+        raws: Sequence[Any],
+        rejected: list[DeadLetter],
+        *,
+        stream: str,
+        shard_id: str,
+    ) -> None:
+        self._mapper = mapper
+        self._raws = raws
+        self._rejected = rejected
+        self._stream = stream
+        self._shard_id = shard_id
+        self.count = 0  # records read so far
+
+    def __iter__(self) -> Iterator[Pending]:
+        for raw in self._raws:
+            record = _to_record(raw)
+            self.count += 1
+            try:
+                event = self._mapper.map(record)
+            except RecordError as exc:
+                self._rejected.append(
+                    DeadLetter.of(
+                        record,
+                        stream=self._stream,
+                        shard_id=self._shard_id,
+                        reason=exc.reason,
+                        detail=exc.detail,
+                    )
+                )
+                continue
+            yield Pending(record, event)
+
+
 def _to_record(raw: Any) -> KinesisRecord:
     """Translate amazon-kclpy's record (base64 data, ms timestamps) into ours."""
     return KinesisRecord(
-        data=base64.b64decode(raw.data),
+        # What base64.b64decode does with text, without its per-call checks of the argument.
+        data=binascii.a2b_base64(raw.data),
         partition_key=raw.partition_key,
         sequence_number=raw.sequence_number,
         sub_sequence_number=int(raw.sub_sequence_number or 0),

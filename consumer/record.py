@@ -1,5 +1,7 @@
 """The values that flow between the stages: a Kinesis record in, a mapped event out.
 
+And the two together on their way to PostHog (:class:`Pending`).
+
 They live apart from any stage so that every stage (mapping, delivery, dead letters,
 the KCL glue) can name them without importing another stage.
 """
@@ -26,3 +28,16 @@ class MappedEvent:
 
     uuid: str
     payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Pending:
+    """An event on its way, with the record it came from (for dead-lettering)."""
+
+    record: KinesisRecord
+    event: MappedEvent
+
+    @property
+    def payload(self) -> bytes:
+        """The event's encoded JSON."""
+        return self.event.payload

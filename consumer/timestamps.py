@@ -48,7 +48,9 @@ def parse_timestamp(value: Any) -> datetime | None:
 
 def format_timestamp(moment: datetime) -> str:
     """ISO 8601 in UTC with milliseconds, the form PostHog stores."""
-    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    if moment.tzinfo is not UTC:  # what parse_timestamp returns is already in UTC
+        moment = moment.astimezone(UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _in_utc(moment: datetime) -> datetime | None:

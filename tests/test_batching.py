@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from hypothesis import given
@@ -55,3 +57,19 @@ def test_body_shape() -> None:
         "historical_migration": True,
         "batch": [{"event": "a"}, {"event": "b"}],
     }
+
+
+def test_cut_reads_items_as_it_yields() -> None:
+    """A batch is cut as soon as the item after it is read: items may be made on demand."""
+    read: list[int] = []
+
+    def endless() -> Iterator[Item]:
+        for n in itertools.count():
+            read.append(n)
+            yield Item(b"{}")
+
+    batches = cut(endless(), max_events=3, max_bytes=10**6)
+    assert len(next(batches)) == 3
+    assert len(read) == 4  # the first batch, and the item that closed it
+    assert len(next(batches)) == 3
+    assert len(read) == 7

@@ -12,6 +12,8 @@ import json
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from consumer import capture_rules
 from consumer.capture_rules import (
@@ -328,3 +330,66 @@ class TestCaptureSize:
         assert caught.value.reason == "event_too_large"
         assert "as PostHog's capture measures it" in caught.value.detail
         assert len(record.data) < MAX_EVENT_BYTES
+
+
+def test_string_sizes_are_json_dumps_sizes_for_every_character() -> None:
+    """orjson measures every character (lone surrogates: json.dumps does) as json.dumps writes it."""
+    for start in range(0, 0x110000, 0x1000):
+        text = "".join(chr(code) for code in range(start, start + 0x1000))
+        expected = len(json.dumps(text, ensure_ascii=False).encode("utf-8", "surrogatepass"))
+        assert capture_rules._json_string_bytes(text) == expected, hex(start)
+        for code in range(start, start + 0x1000, 0x101):  # and alone, quoted by orjson
+            single = json.dumps(chr(code), ensure_ascii=False).encode("utf-8", "surrogatepass")
+            assert capture_rules._json_string_bytes(chr(code)) == len(single)
+
+
+any_text = st.text(st.characters(exclude_categories=()) | st.characters(categories=["Cs"]))
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    name=any_text,
+    distinct_id=any_text,
+    properties=st.dictionaries(
+        st.text(max_size=4),
+        st.text(max_size=50) | st.integers(min_value=-(2**80), max_value=2**80) | st.floats(),
+        max_size=5,
+    ),
+    growth=st.integers(min_value=0, max_value=100),
+)
+def test_the_size_bound_is_never_below_the_measure(
+    name: str, distinct_id: str, properties: dict[str, Any], growth: int
+) -> None:
+    """check_size skips measuring only events the bound shows within: it never undercounts."""
+    # As the mapper makes it: the id is a property too.
+    event = {
+        "event": name,
+        "distinct_id": distinct_id,
+        "properties": {**properties, "distinct_id": distinct_id},
+    }
+    text = json.dumps(event, separators=(",", ":"), ensure_ascii=False)
+    payload = capture_rules.utf8_as_captured(text)
+    exact = capture_rules.captured_message_bytes(
+        payload, event_name=name, distinct_id=distinct_id, number_growth=growth
+    )
+    assert capture_rules.captured_message_bytes_bound(payload, growth) >= exact
+
+
+@pytest.mark.parametrize(
+    ("name", "distinct_id", "value"),
+    [
+        ('"' * 50_000, "u", "x"),  # a name of quotes: escaped in the payload, again in capture's
+        ("\\" * 50_000, "u", "x"),  # of backslashes
+        ("\x01" * 20_000, "u", "x"),  # of control characters (6 bytes each, escaped)
+        ("n", "\x00" * 200, "x"),  # the longest id capture keeps, each character escaped
+        ("n", "\U0001f600" * 300, "x"),  # 4-byte characters
+        ("n", "u", '"' * 100_000),  # a property of quotes
+    ],
+)
+def test_the_size_bound_holds_for_extreme_events(name: str, distinct_id: str, value: str) -> None:
+    """The bound's terms, each at its worst: still at least the measure."""
+    properties = {"v": value, "distinct_id": distinct_id}
+    event = {"event": name, "distinct_id": distinct_id, "properties": properties}
+    payload = json.dumps(event, separators=(",", ":"), ensure_ascii=False).encode()
+    exact = capture_rules.captured_message_bytes(payload, event_name=name, distinct_id=distinct_id)
+    assert capture_rules.captured_message_bytes_bound(payload, 0) >= exact

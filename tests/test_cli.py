@@ -52,6 +52,14 @@ def test_preview_command_from_the_readme() -> None:
     assert (event["event"], event["distinct_id"]) == ("signup", "u1")
 
 
+def test_redrive_help_from_run_sh() -> None:
+    """`./run.sh redrive --help` reaches the command's own help (run.sh passes it through)."""
+    result = run_sh("redrive", "--help")
+    assert result.returncode == 0, result.stderr
+    for option in ("--from", "--to", "--allow-other-streams"):
+        assert option in result.stdout
+
+
 def test_bad_properties_fail_before_the_daemon(tmp_path: Path) -> None:
     """`./run.sh <file>` with a typo stops at once, naming the key, with EX_CONFIG."""
     bad = tmp_path / "bad.properties"

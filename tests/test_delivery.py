@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import pytest
@@ -507,3 +507,59 @@ def test_dead_letter_retries_until_written(pending: list[Pending], sleeps: list[
     assert sink.entries == [entry]
     assert sleeps == [0.5, 1.0]
     assert subject.stats.dead_lettered["not_json"] == 1
+
+
+class Counted:
+    """Events handed out one by one, noting how many were taken when each request was sent."""
+
+    def __init__(self, items: list[Pending], transport: ScriptedTransport) -> None:
+        self.items = items
+        self.transport = transport
+        self.taken = 0
+        self.taken_at_request: list[int] = []
+
+    def __iter__(self) -> Iterator[Pending]:
+        for item in self.items:
+            self.taken += 1
+            yield item
+
+    def note(self) -> int:
+        """Note what was taken; answer 200."""
+        self.taken_at_request.append(self.taken)
+        return 200
+
+
+def test_events_are_read_batch_by_batch(make_pending: PendingFactory, sleeps: list[float]) -> None:
+    """Each batch is sent once read (with the event after it), before the rest is read:
+    a caller mapping records on demand holds one batch of events, not all of them."""
+    transport = ScriptedTransport()
+    events = Counted(make_pending(10), transport)
+    transport.judge = lambda _batch: events.note()
+    delivery(transport, MemorySink(), sleeps, max_events=4).deliver(events)
+    assert events.taken_at_request == [5, 9, 10]
+    assert [len(n) for n in names(transport)] == [4, 4, 2]
+
+
+def test_a_refusal_midway_through_events_read_on_demand(
+    make_named: NamedFactory, sleeps: list[float]
+) -> None:
+    """A refused batch in the middle of a stream: bisected, the rest sent, as with a list."""
+    names_ = [f"e{i}" for i in range(9)]
+    names_[4] = "bad"
+
+    def judge(batch: list[dict[str, Any]]) -> int:
+        return 400 if any(e["event"] == "bad" for e in batch) else 200
+
+    from_list, from_stream = ScriptedTransport(judge=judge), ScriptedTransport(judge=judge)
+    sinks = MemorySink(), MemorySink()
+    delivery(from_list, sinks[0], sleeps, max_events=3).deliver(make_named(names_))
+    delivery(from_stream, sinks[1], sleeps, max_events=3).deliver(iter(make_named(names_)))
+    assert names(from_stream) == names(from_list)
+    assert names_of_accepted(from_stream) == [
+        ["e0", "e1", "e2"],
+        ["e3"],
+        ["e5"],
+        ["e6", "e7", "e8"],
+    ]
+    assert [e.reason for e in sinks[1].entries] == ["rejected_by_posthog"]
+    assert sinks[1].entries == sinks[0].entries

@@ -407,6 +407,21 @@ def test_stop_timeout_covers_the_graceful_shutdown() -> None:
     assert expected <= FARGATE_MAX_STOP_TIMEOUT_SECONDS
 
 
+def test_the_health_check_runs_the_health_command(tmp_path: Path) -> None:
+    """The container's health check is `./run.sh health <the image's file>`, and that
+    command answers healthy for a worker with no shard yet (exit 0), as ECS reads it."""
+    check = container()["healthCheck"]
+    kind, *command = check["command"]
+    assert (kind, command) == ("CMD", ["./run.sh", "health", "properties/aws.properties"])
+    assert check["startPeriod"] >= 60, "covers KCL's start-up"
+    result = run_sh(
+        *command[1:],
+        env={config.API_KEY_ENV: "phc_from_the_secret", "TMPDIR": str(tmp_path)},
+    )
+    assert result.returncode == ExitStatus.OK, result.stderr
+    assert result.stdout.startswith("healthy: 0 shards")
+
+
 def test_task_definition_environment_with_the_baked_in_file_is_a_valid_configuration() -> None:
     """The task's environment over the image's properties: settings that validate, the
     key from its secret, the host from the environment."""
@@ -429,13 +444,12 @@ def test_task_definition_environment_with_the_baked_in_file_is_a_valid_configura
 
 def test_task_definition_runs_the_image_as_ecs_should() -> None:
     """Role ARNs as placeholders, logs to CloudWatch, an init process that forwards
-    SIGTERM to the daemon and reaps, and no health check yet (see README)."""
+    SIGTERM to the daemon and reaps (its health check: the test above)."""
     definition = load_json(TASK_DEFINITION)
     for role in ("taskRoleArn", "executionRoleArn"):
         assert definition[role].startswith("arn:aws:iam::ACCOUNT_ID:role/"), role
     assert container()["logConfiguration"]["logDriver"] == "awslogs"
     assert container()["linuxParameters"]["initProcessEnabled"] is True
-    assert "healthCheck" not in container()
     assert "command" not in container(), "the image's CMD (the baked-in properties) is the command"
 
 

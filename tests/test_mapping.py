@@ -11,12 +11,15 @@ from __future__ import annotations
 import ast
 import gzip
 import json
+import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import hypothesis
+import orjson
 import pytest
 from hypothesis import HealthCheck, given
 from hypothesis import strategies as st
@@ -25,7 +28,8 @@ from consumer import capture_rules, config, mapping, wiring
 from consumer.capture_rules import DOUBLE_OVERFLOW_INT, MAX_EVENT_BYTES
 from consumer.errors import RecordError
 from consumer.mapping import MAX_DECOMPRESSED_BYTES, REASONS, Mapper, MappingRules
-from consumer.record import KinesisRecord
+from consumer.record import KinesisRecord, MappedEvent
+from consumer.timestamps import format_timestamp
 from tests.support import (
     BASE_PROPERTIES,
     SHARD,
@@ -600,3 +604,219 @@ def test_mapping_is_deterministic(
         assert (first.reason, first.detail) == (second.reason, second.detail)
     else:
         assert first == second
+
+
+# orjson reads and writes where it is provably the json module; these compare the two.
+
+
+class _NoOrjson:
+    """Stands in for orjson: refuses everything, so every record takes the json module's way."""
+
+    JSONDecodeError = orjson.JSONDecodeError
+    JSONEncodeError = orjson.JSONEncodeError
+
+    @staticmethod
+    def loads(_data: bytes) -> Any:
+        raise orjson.JSONDecodeError("refused", "", 0)
+
+    @staticmethod
+    def dumps(_value: Any) -> bytes:
+        raise orjson.JSONEncodeError("refused")
+
+
+def json_module_only() -> Any:
+    """Map as before orjson: the json module reads and writes everything."""
+    return mock.patch.multiple(mapping, orjson=_NoOrjson)
+
+
+def same_outcome(first: MappedEvent | RecordError, second: MappedEvent | RecordError) -> None:
+    if isinstance(first, RecordError):
+        assert isinstance(second, RecordError), second
+        assert (first.reason, first.detail) == (second.reason, second.detail)
+    else:
+        assert first == second  # uuid and payload, byte for byte
+
+
+@PROPERTY_SETTINGS
+@given(
+    document=any_documents,
+    ascii_only=escaped,
+    gzipped=st.booleans(),
+    mapper_rules=setting_overrides,
+    envelope=envelopes,
+)
+def test_events_are_the_json_modules_bytes(
+    document: Any,
+    ascii_only: bool,
+    gzipped: bool,
+    mapper_rules: MappingRules,
+    envelope: Envelope,
+) -> None:
+    """Hostile JSON under every setting: the same event bytes (or refusal) as with json alone."""
+    record = KinesisRecord(as_bytes(document, ascii_only=ascii_only, gzipped=gzipped), *envelope)
+    fast = outcome(mapper_rules, record)
+    with json_module_only():
+        slow = outcome(mapper_rules, record)
+    same_outcome(fast, slow)
+
+
+def typed(value: Any) -> list[str]:
+    """``value`` as tokens showing every type and key order (1 == 1.0 == True in Python).
+
+    Iterative, so that it can walk what nests as deep as the decoders read.
+    """
+    tokens: list[str] = []
+    stack: list[Any] = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            tokens.append(f"dict:{len(item)}")
+            for key, child in reversed(item.items()):
+                stack.extend((child, ("key", key)))
+        elif isinstance(item, list):
+            tokens.append(f"list:{len(item)}")
+            stack.extend(reversed(item))
+        else:
+            tokens.append(f"{type(item).__name__}:{item!r}")
+    return tokens
+
+
+def decoded(data: bytes) -> list[str]:
+    try:
+        return typed(mapping.decode(data))
+    except RecordError as exc:
+        return [exc.reason, exc.detail]
+
+
+json_texts = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.integers(min_value=2**62, max_value=2**66).map(lambda n: n * (-1) ** (n % 2))
+    | st.floats()
+    | st.text(any_char, max_size=6),
+    lambda children: (
+        st.lists(children, max_size=4)
+        | st.dictionaries(st.text(any_char, max_size=4), children, max_size=4)
+    ),
+    max_leaves=16,
+).map(lambda value: to_json(value, ascii_only=True))
+
+
+@PROPERTY_SETTINGS
+@given(
+    text=json_texts
+    | raw_numbers
+    | st.text(st.sampled_from('{}[],:"\\ -.0123456789eEtrufalsn'), max_size=40)
+    | st.integers(min_value=250, max_value=1100).map(deep)
+)
+def test_decode_reads_what_the_json_module_reads(text: str) -> None:
+    """Numbers at every edge, nesting, surrogates, broken JSON: the same values, or the same refusal."""
+    data = text.encode("utf-8", "surrogatepass")
+    fast = decoded(data)
+    with json_module_only():
+        assert fast == decoded(data)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"n": 18446744073709551616}',  # 2**64: orjson would read a float
+        '{"n": -9223372036854775809}',  # below i64
+        '{"n": 9223372036854775807, "m": 18446744073709551615}',  # i64 and u64 limits
+        '{"s": "1234567890123456789"}',  # 19 digits in a string: read by json, same result
+        '{"d": ' + deep(300) + "}",  # past FAST_MAX_BRACKETS: read by json
+        '{"f": 1e-05, "g": 2.5e-300, "h": 1e16}',
+        '{"s": "\\ud800"}',  # lone surrogate escape: orjson refuses it
+    ],
+)
+def test_decode_edges(text: str) -> None:
+    """Where orjson and json would differ, decode gives json's values."""
+    assert decoded(text.encode()) == typed(json.loads(text))
+
+
+@pytest.mark.parametrize("levels", [900, 950, 990, 1010, 1023])
+def test_nesting_the_json_module_cannot_read_is_refused_as_before(levels: int) -> None:
+    """Near Python's recursion limit json gives up where orjson would not: json decides."""
+    data = ('{"d": ' + deep(levels) + "}").encode()
+    fast = decoded(data)
+    with json_module_only():
+        assert fast == decoded(data)
+
+
+def has_small_float(value: Any) -> bool:
+    if isinstance(value, dict):
+        return any(has_small_float(item) for item in value.values())
+    if isinstance(value, list):
+        return any(has_small_float(item) for item in value)
+    return isinstance(value, float) and 0 < abs(value) < capture_rules.SMALL_FLOAT_LIMIT
+
+
+finite_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.floats(min_value=-1e-3, max_value=1e-3)
+    | st.text(any_char, max_size=8),
+    lambda children: (
+        st.lists(children, max_size=4)
+        | st.dictionaries(st.text(any_char, max_size=4), children, max_size=4)
+    ),
+    max_leaves=20,
+)
+
+
+@PROPERTY_SETTINGS
+@given(properties=st.dictionaries(st.text(any_char, max_size=6), finite_values, max_size=6))
+def test_encode_event_writes_json_dumps_bytes(properties: dict[str, Any]) -> None:
+    """orjson's bytes, where used, are json.dumps's: floats of every size, 64-bit edges, surrogates."""
+    event = {"event": "e", "distinct_id": "d", "properties": properties, "uuid": "u"}
+    legacy = capture_rules.utf8_as_captured(
+        json.dumps(event, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    )
+    assert mapping.encode_event(event, small_floats=has_small_float(event)) == legacy
+    assert capture_rules.check_sendable(properties).small_floats == has_small_float(properties)
+
+
+@pytest.mark.parametrize(
+    ("value", "small"),
+    [(1e-05, True), (1.5e-07, True), (-9.9e-05, True), (5e-324, True), (1e-4, False), (0.0, False)],
+)
+def test_small_floats_are_found(value: float, small: bool) -> None:
+    """The floats json.dumps writes with an exponent below 1e-4 are the ones flagged."""
+    assert capture_rules.check_sendable({"n": [value]}).small_floats is small
+
+
+@PROPERTY_SETTINGS
+@given(
+    stream=st.text(any_char, max_size=8),
+    shard=st.text(any_char, max_size=8),
+    sequence=st.from_regex(r"[0-9]{1,56}", fullmatch=True),
+    sub=st.integers(min_value=0, max_value=2**31),
+)
+def test_event_uuid_is_uuid5(stream: str, shard: str, sequence: str, sub: int) -> None:
+    """event_uuid gives str(uuid.uuid5(...)) of the same name, the text every replay relies on."""
+    record = KinesisRecord(b"{}", "pk", sequence, sub, 0)
+    name = f"{stream}/{shard}/{sequence}/{sub}"
+    try:
+        expected = str(uuid.uuid5(mapping.UUID_NAMESPACE, name))
+    except UnicodeEncodeError:
+        with pytest.raises(UnicodeEncodeError):
+            mapping.event_uuid(stream, shard, record)
+        return
+    assert mapping.event_uuid(stream, shard, record) == expected
+
+
+@PROPERTY_SETTINGS
+@given(
+    moment=st.datetimes(timezones=st.none() | st.just(UTC) | st.timezones()),
+)
+def test_format_timestamp_as_before(moment: datetime) -> None:
+    """Skipping astimezone for UTC moments writes the same text as converting every moment."""
+    try:
+        before = moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    except (OverflowError, ValueError):
+        return  # a moment outside years 1-9999 in UTC: parse_timestamp never returns one
+    assert format_timestamp(moment) == before

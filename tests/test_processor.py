@@ -9,13 +9,17 @@ from __future__ import annotations
 import base64
 import io
 import json
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from amazon_kclpy import kcl
 
+from consumer.delivery import Delivery, DeliveryStats
 from consumer.exits import ExitStatus
+from consumer.mapping import Mapper
+from consumer.record import KinesisRecord, MappedEvent, Pending
 from consumer.wiring import build_processor
 from tests.support import ScriptedTransport, SettingsFactory
 
@@ -345,3 +349,86 @@ def test_hostile_records_never_end_the_process(
     assert len(delivered) + len(entries) == len(records), (
         "each record: one event or one dead letter"
     )
+
+
+class CountingMapper:
+    """Our mapper, counting the records it was asked for."""
+
+    def __init__(self, mapper: Mapper) -> None:
+        self.mapper = mapper
+        self.mapped = 0
+
+    def map(self, item: KinesisRecord) -> MappedEvent:
+        self.mapped += 1
+        return self.mapper.map(item)
+
+
+def test_records_are_mapped_as_batches_are_sent(small_batches: Any) -> None:
+    """Each request goes out once its records (and the one after) are mapped, not after all:
+    a call of 10,000 records holds one batch of events at a time."""
+    mappers: list[CountingMapper] = []
+    mapped_at_request: list[int] = []
+
+    def judge(_batch: list[dict[str, Any]]) -> int:
+        mapped_at_request.append(mappers[0].mapped)
+        return 200
+
+    processor = build_processor(small_batches, ScriptedTransport(judge=judge), sleep=lambda _: None)
+    make_mapper = processor._mapper_factory
+
+    def counting(shard_id: str) -> Any:
+        mappers.append(CountingMapper(make_mapper(shard_id)))
+        return mappers[-1]
+
+    processor._mapper_factory = counting
+    stdin = lines(
+        initialize(), process(*(record(n) for n in range(1, 8))), checkpoint_answer("1007")
+    )
+    stdout = io.StringIO()
+    kcl.KCLProcess(processor, stdin, stdout, io.StringIO()).run()
+    assert mapped_at_request == [3, 5, 7, 7]
+    assert '"sequenceNumber": "1007"' in stdout.getvalue()
+
+
+def test_only_bad_records_are_dead_lettered_then_checkpointed(
+    settings: Any, tmp_path: Path
+) -> None:
+    """A call whose every record is refused by the mapper sends nothing and still moves on."""
+    transport = ScriptedTransport()
+    out = run(
+        settings,
+        transport,
+        lines(
+            initialize(),
+            process(record(1, data=b"nope"), record(2, data=b"[]")),
+            checkpoint_answer("1002"),
+        ),
+    )
+    assert transport.requests == []
+    dead = [json.loads(line) for line in (tmp_path / "dead.jsonl").read_text().splitlines()]
+    assert [d["reason"] for d in dead] == ["not_json", "not_object"]
+    assert {"action": "checkpoint", "sequenceNumber": "1002", "subSequenceNumber": 0} in out
+
+
+class LazyDelivery:
+    """A broken delivery that returns without reading the events it was given."""
+
+    stats = DeliveryStats()
+
+    def deliver(self, items: Iterable[Pending]) -> None:
+        next(iter(items), None)  # reads one, then returns
+
+    def dead_letter(self, entries: Any) -> None:
+        pass
+
+
+def test_a_delivery_that_skips_records_checkpoints_nothing(settings: Any) -> None:
+    """The position moves only when every record of the call was read: otherwise exit 70."""
+    processor = build_processor(settings, ScriptedTransport(), sleep=lambda _: None)
+    processor._delivery_factory = lambda _shard_id: cast("Delivery", LazyDelivery())
+    stdout = io.StringIO()
+    stdin = lines(initialize(), process(record(1), record(2)), checkpoint_answer("1002"))
+    with pytest.raises(SystemExit) as caught:
+        kcl.KCLProcess(processor, stdin, stdout, io.StringIO()).run()
+    assert caught.value.code == ExitStatus.UNEXPECTED
+    assert "checkpoint" not in stdout.getvalue()

@@ -1,0 +1,76 @@
+"""What one shard process tells its operators, in one place for the processor to call.
+
+Per batch it updates the EMF metrics (:mod:`consumer.metrics`), the shard's state file
+(:mod:`consumer.health`, read by ``health``) and, when this process speaks for the
+worker, the progress line (:mod:`consumer.progress`). When the shard process stops
+(shard ended, lease lost, shutdown) it writes its last metrics and removes its file.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from consumer.health import StateFile
+from consumer.metrics import ShardMetrics
+from consumer.progress import WorkerProgress
+
+MILLIS = 1000
+
+
+@dataclass(frozen=True)
+class BatchOutcome:
+    """What delivering one ``processRecords`` message took."""
+
+    delivered: int
+    dead_lettered: Counter[str]
+    requests: int
+    retries: int
+    bytes_sent: int
+
+
+class ShardTelemetry:
+    """Metrics, state file and progress line of one shard process."""
+
+    def __init__(
+        self,
+        metrics: ShardMetrics,
+        state: StateFile,
+        progress: WorkerProgress,
+        say: Callable[[str], None],
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        """``say`` writes the progress line (the log, at INFO)."""
+        self._metrics = metrics
+        self._state = state
+        self._progress = progress
+        self._say = say
+        self._clock = clock
+        self._arrived: float | None = None
+
+    def batch_arrived(self, records: int, millis_behind_latest: int | None) -> None:
+        """A ``processRecords`` message arrived; its delivery starts."""
+        self._arrived = self._clock()
+        self._metrics.records_in(records, millis_behind_latest)
+        self._state.batch_arrived(millis_behind_latest)
+
+    def batch_done(self, outcome: BatchOutcome) -> None:
+        """Its events were delivered or dead-lettered."""
+        if self._arrived is not None:
+            self._metrics.batch_latency((self._clock() - self._arrived) * MILLIS)
+        self._metrics.delivered(
+            outcome.delivered, outcome.requests, outcome.retries, outcome.bytes_sent
+        )
+        self._metrics.dead_lettered(outcome.dead_lettered)
+        self._state.batch_done(outcome.delivered, sum(outcome.dead_lettered.values()))
+        line = self._progress.line_if_due()
+        if line is not None:
+            self._say(line)
+        self._metrics.flush_if_due()
+
+    def stopped(self) -> None:
+        """The shard process is done with its shard: last metrics, no state file."""
+        self._metrics.flush()
+        self._state.remove()

@@ -1,0 +1,1 @@
+"""Repository tooling (not installed with the package): ``python -m scripts.bench``."""

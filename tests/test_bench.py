@@ -1,0 +1,121 @@
+"""The benchmark feeds the real protocol: the daemon's lines, as amazon-kclpy reads them.
+
+The golden lines below were written by the KCL daemon's own classes (KCL 3.1.3's
+``ProcessRecordsMessage``, ``InitializeMessage``, ``CheckpointMessage`` and
+``ShutdownRequestedMessage``, serialised by its ``ObjectMapper`` as ``MessageWriter``
+does) for the records in :func:`golden_records`.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+from amazon_kclpy import dispatch
+from amazon_kclpy import messages as kcl_messages
+
+from scripts.bench import floor, messages
+from scripts.bench.daemon import run_shard
+from scripts.bench.e2e import group_cpu
+from scripts.bench.server import MinimalServer
+from scripts.bench.shard import API_KEY, CONTENDERS, OURS, Workload, shard_env, write_properties
+
+JACKSON_LINES = [
+    '{"action":"processRecords","records":[{"data":"eyJuIjowLCJzIjoiw6kg4piDIPCfmIAgXCJxXCIgXHUwMDAxIn0=","partitionKey":"pk-é☃\\u0001\\u001F\\"\\\\/0","sequenceNumber":"49600000000000000000000000000000000000000000000000000000","approximateArrivalTimestamp":1700000000123,"subSequenceNumber":0,"action":"record"},{"data":"eyJuIjoxLCJzIjoiw6kg4piDIPCfmIAgXCJxXCIgXHUwMDAxIn0=","partitionKey":"pk-é☃\\u0001\\u001F\\"\\\\/1","sequenceNumber":"49600000000000000000000000000000000000000000000000000001","approximateArrivalTimestamp":1700000000124,"subSequenceNumber":0,"action":"record"}],"millisBehindLatest":12345}\n',
+    '{"action":"initialize","shardId":"shardId-000000000000","sequenceNumber":"TRIM_HORIZON","subSequenceNumber":0}\n',
+    '{"action":"checkpoint","sequenceNumber":"49600000000000000000000000000000000000000000000000000001","subSequenceNumber":0,"error":null}\n',
+    '{"action":"shutdownRequested"}\n',
+]
+
+
+def golden_records() -> list[messages.DaemonRecord]:
+    """What the daemon was given: odd characters in data and partition key."""
+    return [
+        messages.DaemonRecord(
+            data=('{"n":' + str(n) + ',"s":"\u00e9 \u2603 \U0001f600 \\"q\\" \\u0001"}').encode(),
+            partition_key='pk-\u00e9\u2603\x01\x1f"\\/' + str(n),
+            sequence_number="4960000000000000000000000000000000000000000000000000000" + str(n),
+            sub_sequence_number=0,
+            arrival_millis=1_700_000_000_123 + n,
+        )
+        for n in range(2)
+    ]
+
+
+def test_lines_are_the_daemons_byte_for_byte() -> None:
+    """Each message is the line the daemon's Jackson writes for it."""
+    assert (
+        messages.process_records(golden_records(), millis_behind_latest=12345) == JACKSON_LINES[0]
+    )
+    assert messages.initialize("shardId-000000000000") == JACKSON_LINES[1]
+    sequence = "49600000000000000000000000000000000000000000000000000001"
+    assert messages.checkpoint_answer(sequence, 0) == JACKSON_LINES[2]
+    assert messages.shutdown_requested() == JACKSON_LINES[3]
+
+
+@pytest.mark.parametrize("start", [0, 123_456])
+def test_amazon_kclpy_reads_the_records_back(start: int) -> None:
+    """amazon-kclpy parses a built line into the same records, every field."""
+    records = list(messages.sample_records(50, start=start))
+    action = json.loads(messages.process_records(records), object_hook=dispatch.message_decode)
+    assert isinstance(action, kcl_messages.ProcessRecordsInput)
+    read = [
+        messages.DaemonRecord(
+            base64.b64decode(raw.data),
+            raw.partition_key,
+            raw.sequence_number,
+            raw.sub_sequence_number,
+            raw.timestamp_millis,
+        )
+        for raw in action.records
+    ]
+    assert read == records
+    assert all(len(r.sequence_number) == 56 for r in records)
+
+
+def test_sample_records_are_about_405_bytes() -> None:
+    """The issue's workload: JSON records of about 405 bytes."""
+    sizes = [len(r.data) for r in messages.sample_records(1000)]
+    assert 395 <= sum(sizes) / len(sizes) <= 415
+
+
+def test_every_floor_decoder_reads_the_lines() -> None:
+    """Each floor decoder reads every record of the lines (a broken one would raise)."""
+    lines = messages.workload(2, 20)
+    for name in floor.DECODERS:
+        assert floor.seconds(name, lines) > 0
+
+
+@pytest.mark.parametrize("contender", [OURS, "ours-own-loop"])
+def test_a_shard_process_is_driven_to_the_last_checkpoint(tmp_path: Path, contender: str) -> None:
+    """Ours (and ours reading its lines itself), started as the daemon starts it and fed two
+    messages, delivers every event to the minimal server and checkpoints the last record;
+    its peak RSS is read from /proc."""
+    server = MinimalServer(tmp_path / "server.log", API_KEY)
+    try:
+        workload = Workload(messages.workload(2, 30), 60)
+        run = run_shard(
+            CONTENDERS[contender].argv,
+            shard_env(write_properties(tmp_path, server), {}),
+            workload.lines,
+            records=workload.records,
+            log_file=tmp_path / "shard.log",
+        )
+        assert server.events() == 60
+    finally:
+        server.close()
+    assert run.last_checkpoint == messages.sequence_number(59)
+    assert run.checkpoints >= 1  # at shutdownRequested, if the cadence did not come first
+    assert run.peak_rss_mib > 0
+
+
+def test_group_cpu_counts_this_process_group() -> None:
+    """The worker's CPU is summed from /proc over its process group."""
+    sample = group_cpu(os.getpgrp())
+    assert sample.total > 0
+    assert sample.total == sum(sample.by_kind.values())
+    assert sys.executable
