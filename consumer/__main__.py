@@ -87,7 +87,7 @@ def _process(properties: str | None) -> int:
     if not path:
         raise ConfigError(config.PROPERTIES_ENV, "", "the properties file path (run.sh sets it)")
     settings = config.load(Path(path))
-    processor = build_processor(settings)
+    processor = build_processor(settings, telemetry=True)
     kcl.KCLProcess(processor).run()
     # EOF: the daemon is done with this shard (shard ended, lease lost or shutdown).
     log.info("shard %s: the daemon closed stdin; exiting", processor.shard_id)

@@ -80,6 +80,8 @@ class DeliveryStats:
     # Times the rest of a call was sent whole because nothing was known good yet.
     rests_sent_whole: int = 0
     dead_lettered: collections.Counter[str] = field(default_factory=collections.Counter)
+    # Gzipped request bodies PostHog accepted.
+    bytes_sent: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,7 +217,7 @@ class Delivery:
 
         def send() -> None:
             self.stats.requests += 1
-            self._sender.send(payloads)
+            self.stats.bytes_sent += self._sender.send(payloads)
 
         def on_retry(attempt: int, delay: float, exc: RetryableDeliveryError) -> None:
             self.stats.retries += 1

@@ -15,6 +15,8 @@ then stops, and the restarted worker resumes from the last checkpoint.
 from __future__ import annotations
 
 import binascii
+import collections
+import dataclasses
 import functools
 import logging
 from collections.abc import Callable, Iterator, Sequence
@@ -22,18 +24,21 @@ from typing import Any, TypeVar
 
 from amazon_kclpy.v3 import processor as kcl
 
+from consumer import logs
 from consumer.checkpoint import CheckpointKeeper, Position
 from consumer.deadletter import DeadLetter
-from consumer.delivery import Delivery
+from consumer.delivery import Delivery, DeliveryStats
 from consumer.errors import AuthenticationError, PermanentDeliveryError, RecordError
 from consumer.exits import ExitStatus
 from consumer.mapping import Mapper
 from consumer.record import KinesisRecord, Pending
+from consumer.telemetry import BatchOutcome, ShardTelemetry
 
 log = logging.getLogger(__name__)
 
 
 # Each builds one shard's part from its shard id (see consumer.wiring).
+TelemetryFactory = Callable[[str], ShardTelemetry]
 MapperFactory = Callable[[str], Mapper]
 DeliveryFactory = Callable[[str], Delivery]
 KeeperFactory = Callable[[str], CheckpointKeeper]
@@ -74,10 +79,12 @@ class RecordProcessor(kcl.RecordProcessorBase):  # type: ignore[misc]
         mapper: MapperFactory,
         delivery: DeliveryFactory,
         keeper: KeeperFactory,
+        telemetry: TelemetryFactory | None = None,
     ) -> None:
         """Collaborators are built per shard in :meth:`initialize`, from these factories.
 
-        ``stream`` is the source stream's name, which every dead letter records.
+        ``stream`` is the source stream's name, which every dead letter records;
+        ``telemetry`` (metrics, health state, progress) is left out by tests that need none.
         """
         self._stream = stream
         self._mapper_factory = mapper
@@ -87,6 +94,8 @@ class RecordProcessor(kcl.RecordProcessorBase):  # type: ignore[misc]
         self._mapper: Mapper | None = None
         self._delivery: Delivery | None = None
         self._keeper: CheckpointKeeper | None = None
+        self._telemetry_factory = telemetry
+        self._telemetry: ShardTelemetry | None = None
         self.records_seen = 0
 
     @_fatal_on_error
@@ -96,6 +105,9 @@ class RecordProcessor(kcl.RecordProcessorBase):  # type: ignore[misc]
         self._mapper = self._mapper_factory(self.shard_id)
         self._delivery = self._delivery_factory(self.shard_id)
         self._keeper = self._keeper_factory(self.shard_id)
+        logs.set_shard(self.shard_id)
+        if self._telemetry_factory is not None:
+            self._telemetry = self._telemetry_factory(self.shard_id)
         log.info("shard %s: starting after %s", self.shard_id, initialize_input.sequence_number)
 
     @_fatal_on_error
@@ -111,6 +123,11 @@ class RecordProcessor(kcl.RecordProcessorBase):  # type: ignore[misc]
         raws = process_records_input.records
         if not raws:
             return
+        before = dataclasses.replace(
+            delivery.stats, dead_lettered=collections.Counter(delivery.stats.dead_lettered)
+        )
+        if self._telemetry is not None:
+            self._telemetry.batch_arrived(len(raws), _millis_behind(process_records_input))
         rejected: list[DeadLetter] = []
         mapped = _Mapped(mapper, raws, rejected, stream=self._stream, shard_id=self.shard_id)
         delivery.deliver(mapped)
@@ -118,6 +135,8 @@ class RecordProcessor(kcl.RecordProcessorBase):  # type: ignore[misc]
             raise RuntimeError(f"delivery returned after {mapped.count} of {len(raws)} records")
         delivery.dead_letter(rejected)
         self.records_seen += len(raws)
+        if self._telemetry is not None:
+            self._telemetry.batch_done(_outcome(before, delivery.stats))
         last = _to_record(raws[-1])
         keeper.delivered(Position(last.sequence_number, last.sub_sequence_number), len(raws))
         if keeper.due():
@@ -128,7 +147,7 @@ class RecordProcessor(kcl.RecordProcessorBase):  # type: ignore[misc]
     def lease_lost(self, lease_lost_input: Any) -> None:  # noqa: ARG002 - required signature
         """Another worker owns the shard now: checkpointing is impossible and must not be tried."""
         log.info("shard %s: lease lost; not checkpointing", self.shard_id)
-        self._log_progress()
+        self._stopped()
 
     @_fatal_on_error
     def shard_ended(self, shard_ended_input: Any) -> None:
@@ -139,7 +158,7 @@ class RecordProcessor(kcl.RecordProcessorBase):  # type: ignore[misc]
         else:
             # The keeper logged why; the daemon re-delivers shardEnded to the next owner.
             log.warning("shard %s: shard ended, but its end was not checkpointed", self.shard_id)
-        self._log_progress()
+        self._stopped()
 
     @_fatal_on_error
     def shutdown_requested(self, shutdown_requested_input: Any) -> None:
@@ -148,12 +167,19 @@ class RecordProcessor(kcl.RecordProcessorBase):  # type: ignore[misc]
         written = keeper.checkpoint(shutdown_requested_input.checkpointer)
         outcome = "checkpointed" if written else "not checkpointed (see above)"
         log.info("shard %s: shutdown requested; %s", self.shard_id, outcome)
-        self._log_progress()
+        self._stopped()
 
     def _parts(self) -> tuple[Mapper, Delivery, CheckpointKeeper]:
         if self._mapper is None or self._delivery is None or self._keeper is None:
             raise RuntimeError("the daemon sent a message before initialize")
         return self._mapper, self._delivery, self._keeper
+
+    def _stopped(self) -> None:
+        """The shard process is done with its shard: its counts, last metrics, no state."""
+        self._log_progress()
+        if self._telemetry is not None:
+            self._telemetry.stopped()
+            self._telemetry = None
 
     def _log_progress(self) -> None:
         if self._delivery is None:
@@ -207,6 +233,23 @@ class _Mapped:
                 )
                 continue
             yield Pending(record, event)
+
+
+def _millis_behind(process_records_input: Any) -> int | None:
+    """The lag the daemon reported with the message (None if it sent none)."""
+    value = getattr(process_records_input, "millis_behind_latest", None)
+    return int(value) if isinstance(value, int | float) else None
+
+
+def _outcome(before: DeliveryStats, after: DeliveryStats) -> BatchOutcome:
+    """What one call's delivery added to the shard's counters."""
+    return BatchOutcome(
+        delivered=after.sent - before.sent,
+        dead_lettered=after.dead_lettered - before.dead_lettered,
+        requests=after.requests - before.requests,
+        retries=after.retries - before.retries,
+        bytes_sent=after.bytes_sent - before.bytes_sent,
+    )
 
 
 def _to_record(raw: Any) -> KinesisRecord:

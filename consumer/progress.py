@@ -17,6 +17,8 @@ from pathlib import Path
 from consumer.health import BEHIND_MILLIS, ShardState, read_states
 
 PROGRESS_EVERY_SECONDS = 5.0
+# How every progress line starts (the local default echoes these lines to the person).
+LINE_START = "worker progress:"
 MILLIS = 1000
 
 
@@ -51,7 +53,7 @@ class WorkerProgress:
         previous, self._last = self._last, (now, delivered, lag)
         if lag <= BEHIND_MILLIS:
             return None
-        text = f"worker progress: {len(states)} shards, {delivered} events delivered so far"
+        text = f"{LINE_START} {len(states)} shards, {delivered} events delivered so far"
         if previous is None:
             return f"{text}, {lag / MILLIS:.0f} s behind"
         elapsed = max(now - previous[0], 1e-6)

@@ -157,8 +157,8 @@ class Sender:
         self._clock = clock
         self._quota_warned_at: float | None = None
 
-    def send(self, payloads: Sequence[bytes]) -> None:
-        """Deliver one batch; return only if PostHog accepted it."""
+    def send(self, payloads: Sequence[bytes]) -> int:
+        """Deliver one batch; return (the request body's size) only if PostHog accepted it."""
         body = gzip.compress(
             encode_body(self._api_key, payloads, historical_migration=self._historical_migration),
             compresslevel=GZIP_LEVEL,
@@ -176,7 +176,7 @@ class Sender:
         )
         if response.status in _SUCCESS:
             self._check_accepted(response, where)
-            return
+            return len(body)
         if response.status in _REDIRECTS:
             raise self._redirect_error(response, where)
         raise self._error_for(response, where)

@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import time
 from collections.abc import Callable
 
-from consumer import aws
+from consumer import aws, health, logs
 from consumer.checkpoint import CheckpointKeeper
 from consumer.config import Settings
 from consumer.deadletter import DeadLetterSink, build_sink
@@ -25,9 +26,12 @@ from consumer.delivery import Delivery
 from consumer.exits import ExitStatus
 from consumer.kinesis_sink import KinesisSink
 from consumer.mapping import Mapper, MappingRules
+from consumer.metrics import ShardMetrics
 from consumer.processor import RecordProcessor
+from consumer.progress import WorkerProgress
 from consumer.retry import RetryPolicy
 from consumer.sender import Sender, Transport
+from consumer.telemetry import ShardTelemetry
 
 log = logging.getLogger(__name__)
 
@@ -130,14 +134,46 @@ def delivery_factory(
     return delivery
 
 
+def shard_telemetry(settings: Settings, shard_id: str) -> ShardTelemetry:
+    """Metrics, health state and progress line of one shard process (see consumer.telemetry).
+
+    EMF lines go to stderr only when the log is JSON: they are for CloudWatch, which
+    reads the JSON log stream; on a terminal they would only be noise.
+    """
+    folder = health.state_dir(settings.application_name)
+    json_log = logs.resolve_format(os.environ, sys.stderr) == "json"
+    metrics = ShardMetrics(
+        application=settings.application_name,
+        worker=os.environ.get(logs.WORKER_ID_ENV, logs.UNKNOWN),
+        shard=shard_id,
+        write=_write_line if json_log else _drop,
+    )
+    return ShardTelemetry(
+        metrics, health.StateFile(folder, shard_id), WorkerProgress(folder, shard_id), log.info
+    )
+
+
+def _write_line(line: str) -> None:
+    sys.stderr.write(line + "\n")
+    sys.stderr.flush()
+
+
+def _drop(_line: str) -> None:
+    pass
+
+
 def build_processor(
     settings: Settings,
     transport: Transport | None = None,
     sleep: Callable[[float], None] | None = None,
+    *,
+    telemetry: bool = False,
 ) -> RecordProcessor:
     """Return a processor whose per-shard parts share one HTTP session and one sink.
 
     ``transport`` and ``sleep`` are for tests: no real HTTP, no real waits.
+    ``telemetry``: metrics, the health state file and the progress line (a shard
+    process started by the daemon; tests that do not look at them leave them out).
     """
     sleep = sleep or orphan_aware_sleep(os.getppid())
     deliveries = delivery_factory(
@@ -160,6 +196,13 @@ def build_processor(
             sleep=sleep,
         )
 
+    def shard_parts(shard_id: str) -> ShardTelemetry:
+        return shard_telemetry(settings, shard_id)
+
     return RecordProcessor(
-        stream=settings.stream_name, mapper=mapper, delivery=delivery, keeper=keeper
+        stream=settings.stream_name,
+        mapper=mapper,
+        delivery=delivery,
+        keeper=keeper,
+        telemetry=shard_parts if telemetry else None,
     )

@@ -8,6 +8,7 @@ accepted. New records keep trickling in until Ctrl+C, which stops everything cle
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import random
@@ -16,7 +17,11 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from consumer.progress import LINE_START
 from local import emulators, harness
+
+# The worker's progress lines are echoed to the person.
+PROGRESS_MARK = LINE_START
 
 RUN_DIR = emulators.REPO_ROOT / ".local" / "run"
 STREAM = "demo-events"
@@ -116,8 +121,12 @@ def _watch(  # noqa: PLR0913, PLR0917 - the demo's moving parts
     until_delivered: bool,
 ) -> int:
     shown = 0
+    log_offset = 0
     next_trickle = time.monotonic() + TRICKLE_EVERY_SECONDS
     while True:
+        progress, log_offset = _progress_lines(RUN_DIR / "worker.log", log_offset)
+        for line in progress:
+            say(line)
         if worker.process.poll() is not None:
             say(
                 f"the worker exited with status {worker.process.returncode}; see {RUN_DIR / 'worker.log'}"
@@ -140,6 +149,25 @@ def _watch(  # noqa: PLR0913, PLR0917 - the demo's moving parts
             put += harness.put_records(kinesis, STREAM, itertools.islice(source, TRICKLE_RECORDS))
             next_trickle = time.monotonic() + TRICKLE_EVERY_SECONDS
         time.sleep(1.0)
+
+
+def _progress_lines(log: Path, offset: int) -> tuple[list[str], int]:
+    """The worker's progress lines (consumer/progress.py) written since ``offset``."""
+    try:
+        with log.open("rb") as file:
+            file.seek(offset)
+            chunk = file.read()
+    except OSError:
+        return [], offset
+    complete = chunk[: chunk.rfind(b"\n") + 1]
+    found = []
+    for raw in complete.decode(errors="replace").splitlines():
+        if PROGRESS_MARK in raw:
+            text = raw
+            with contextlib.suppress(ValueError):
+                text = json.loads(raw)["message"]  # a JSON log line
+            found.append(text[text.find(PROGRESS_MARK) :])
+    return found, offset + len(complete)
 
 
 def say(message: str) -> None:

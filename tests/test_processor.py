@@ -432,3 +432,56 @@ def test_a_delivery_that_skips_records_checkpoints_nothing(settings: Any) -> Non
         kcl.KCLProcess(processor, stdin, stdout, io.StringIO()).run()
     assert caught.value.code == ExitStatus.UNEXPECTED
     assert "checkpoint" not in stdout.getvalue()
+
+
+def test_telemetry_follows_the_batches_and_the_stop(
+    settings: Any,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    """A shard process started by the daemon (telemetry on, JSON log): while a batch is out
+    its state file says so; at the stop its EMF line holds the call's counts and lag, and
+    the state file is gone."""
+    import tempfile
+
+    from consumer import health
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    monkeypatch.setenv("LOG_FORMAT", "json")
+    monkeypatch.setenv("KCL_WORKER_ID", "host-1a2b3c4d")
+    folder = health.state_dir(settings.application_name)
+    seen_in_flight: list[health.ShardState] = []
+
+    def judge(_batch: list[dict[str, Any]]) -> int:
+        seen_in_flight.extend(health.read_states(folder))
+        return 200
+
+    message = process(record(1), record(2), record(3, data=b"not json"))
+    message["millisBehindLatest"] = 4200
+    stdin = lines(
+        initialize(),
+        message,
+        checkpoint_answer("1003"),
+        {"action": "shutdownRequested"},
+    )
+    stdout, stderr = io.StringIO(), io.StringIO()
+    processor = build_processor(
+        settings, ScriptedTransport(judge=judge), sleep=lambda _: None, telemetry=True
+    )
+    kcl.KCLProcess(processor, stdin, stdout, stderr).run()
+    (state,) = seen_in_flight
+    assert (state.shard, state.millis_behind_latest) == (SHARD, 4200)
+    assert state.in_flight_since is not None
+    emf = [json.loads(line) for line in capfd.readouterr().err.splitlines() if '"_aws"' in line]
+    assert len(emf) == 1
+    (line,) = emf
+    assert (line["RecordsIn"], line["EventsDelivered"], line["DeadLettered.not_json"]) == (3, 2, 1)
+    assert (line["MillisBehindLatest"], line["ShardId"], line["WorkerId"]) == (
+        4200,
+        SHARD,
+        "host-1a2b3c4d",
+    )
+    assert line["Requests"] == 1
+    assert line["BytesSent"] > 0
+    assert health.read_states(folder) == []
