@@ -2,8 +2,11 @@
 
 Every shard process keeps one small JSON file fresh in the worker's state folder
 (``<tmp>/kinesis-posthog/<applicationName>``, one per application on a host): when a
-batch arrives (``inFlightSince``) and when it is delivered (``lastProgress``), with the
-lag the daemon reported and running totals. A file is written whole (temporary file,
+batch arrives (``inFlightSince``) and when it is delivered (``lastProgress``), with its
+lag and running totals. The lag is the larger of the daemon's ``millisBehindLatest``
+(0 whenever one read reached the tip, however old the records) and the age of the
+batch's newest record (its arrival time in Kinesis): how far behind real time the shard
+is. A file is written whole (temporary file,
 then rename) and removed when its shard process ends.
 
 ``health`` (an ECS container health check) tells a stuck worker from an idle one:
@@ -29,8 +32,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 STATE_DIR_NAME = "kinesis-posthog"
-# A shard this far behind the tip counts as behind (KCL reports 0 at the tip).
-BEHIND_MILLIS = 1_000
+# A shard whose lag is above this counts as behind: more than KCL's polling interval
+# (1.5 s) and a batch's delivery, which a shard at the tip shows anyway.
+BEHIND_MILLIS = 10_000
 SUFFIX = ".json"
 
 
@@ -48,7 +52,7 @@ class ShardState:
     updated: float
     in_flight_since: float | None = None
     last_progress: float | None = None
-    millis_behind_latest: int | None = None
+    lag_millis: int | None = None
     delivered: int = 0
     dead_lettered: int = 0
 
@@ -63,11 +67,11 @@ class StateFile:
         self.state = ShardState(shard=shard, pid=os.getpid(), updated=clock())
         folder.mkdir(parents=True, exist_ok=True)
 
-    def batch_arrived(self, millis_behind_latest: int | None) -> None:
+    def batch_arrived(self, lag_millis: int | None) -> None:
         """A batch is in flight from now on."""
         self.state.in_flight_since = self._clock()
-        if millis_behind_latest is not None:
-            self.state.millis_behind_latest = millis_behind_latest
+        if lag_millis is not None:
+            self.state.lag_millis = lag_millis
         self._save()
 
     def batch_done(self, delivered: int, dead_lettered: int) -> None:
@@ -122,11 +126,11 @@ def problems(states: Iterable[ShardState], now: float, stall: float) -> list[str
                 "(PostHog refusing or unreachable; see the shard's log lines)"
             )
             continue
-        behind = (state.millis_behind_latest or 0) > BEHIND_MILLIS
+        behind = (state.lag_millis or 0) > BEHIND_MILLIS
         since = state.last_progress if state.last_progress is not None else state.updated
         if behind and now - since > stall:
             found.append(
-                f"shard {state.shard}: {state.millis_behind_latest} ms behind and no batch "
+                f"shard {state.shard}: {state.lag_millis} ms behind and no batch "
                 f"for {now - since:.0f} s (the daemon is not feeding it)"
             )
     return found

@@ -127,7 +127,8 @@ class RecordProcessor(kcl.RecordProcessorBase):  # type: ignore[misc]
             delivery.stats, dead_lettered=collections.Counter(delivery.stats.dead_lettered)
         )
         if self._telemetry is not None:
-            self._telemetry.batch_arrived(len(raws), _millis_behind(process_records_input))
+            newest = int(raws[-1].timestamp_millis)
+            self._telemetry.batch_arrived(len(raws), _millis_behind(process_records_input), newest)
         rejected: list[DeadLetter] = []
         mapped = _Mapped(mapper, raws, rejected, stream=self._stream, shard_id=self.shard_id)
         delivery.deliver(mapped)

@@ -49,7 +49,7 @@ class WorkerProgress:
         if not states or min(state.shard for state in states) != self._shard:
             return None
         delivered = sum(state.delivered for state in states)
-        lag = max((state.millis_behind_latest or 0) for state in states)
+        lag = max((state.lag_millis or 0) for state in states)
         previous, self._last = self._last, (now, delivered, lag)
         if lag <= BEHIND_MILLIS:
             return None

@@ -34,15 +34,18 @@ class BatchOutcome:
 class ShardTelemetry:
     """Metrics, state file and progress line of one shard process."""
 
-    def __init__(
+    def __init__(  # noqa: PLR0913 - its three parts, where it speaks, the tests' clocks
         self,
         metrics: ShardMetrics,
         state: StateFile,
         progress: WorkerProgress,
         say: Callable[[str], None],
+        *,
         clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
     ) -> None:
         """``say`` writes the progress line (the log, at INFO)."""
+        self._wall = wall
         self._metrics = metrics
         self._state = state
         self._progress = progress
@@ -50,11 +53,18 @@ class ShardTelemetry:
         self._clock = clock
         self._arrived: float | None = None
 
-    def batch_arrived(self, records: int, millis_behind_latest: int | None) -> None:
-        """A ``processRecords`` message arrived; its delivery starts."""
+    def batch_arrived(
+        self, records: int, millis_behind_latest: int | None, newest_arrival_millis: int
+    ) -> None:
+        """A ``processRecords`` message arrived; its delivery starts.
+
+        The lag health and progress judge is the larger of the daemon's
+        ``millisBehindLatest`` and the age of the newest record (see consumer.health).
+        """
         self._arrived = self._clock()
         self._metrics.records_in(records, millis_behind_latest)
-        self._state.batch_arrived(millis_behind_latest)
+        age = int(self._wall() * MILLIS) - newest_arrival_millis
+        self._state.batch_arrived(max(millis_behind_latest or 0, age, 0))
 
     def batch_done(self, outcome: BatchOutcome) -> None:
         """Its events were delivered or dead-lettered."""

@@ -149,7 +149,10 @@ def shard_telemetry(settings: Settings, shard_id: str) -> ShardTelemetry:
         write=_write_line if json_log else _drop,
     )
     return ShardTelemetry(
-        metrics, health.StateFile(folder, shard_id), WorkerProgress(folder, shard_id), log.info
+        metrics,
+        health.StateFile(folder, shard_id),
+        WorkerProgress(folder, shard_id),
+        logging.getLogger("consumer.progress").info,
     )
 
 

@@ -141,6 +141,9 @@ def _watch(  # noqa: PLR0913, PLR0917 - the demo's moving parts
             say(f"PostHog stand-in accepted {delivered} of {put} events")
             shown = delivered
         if until_delivered and delivered >= put:
+            time.sleep(1.0)  # the worker logs its progress line just after PostHog's answer
+            for line in _progress_lines(RUN_DIR / "worker.log", log_offset)[0]:
+                say(line)
             return 0
         if not shown and time.monotonic() - started > FIRST_EVENT_TIMEOUT_SECONDS:
             say(f"no event after {FIRST_EVENT_TIMEOUT_SECONDS:g}s; see {RUN_DIR / 'worker.log'}")

@@ -128,6 +128,8 @@ def test_local_default_delivers() -> None:
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "accepted 30 of 30 events" in result.stderr
+    # The records waited ~30 s for KCL's start-up: the worker says it is behind.
+    assert "worker progress: " in result.stderr
     assert '"event": ' in result.stderr  # the sample event is shown
 
 

@@ -26,7 +26,7 @@ def test_a_state_file_follows_its_batches(tmp_path: Path) -> None:
     state = StateFile(tmp_path, "shardId-000000000001", clock)
     state.batch_arrived(5000)
     (read,) = read_states(tmp_path)
-    assert (read.in_flight_since, read.millis_behind_latest, read.pid) == (
+    assert (read.in_flight_since, read.lag_millis, read.pid) == (
         clock.now,
         5000,
         os.getpid(),
@@ -68,20 +68,18 @@ NOW = 10_000.0
         (ShardState("s", 1, NOW, in_flight_since=NOW - 60, last_progress=NOW - 999), False),
         # Behind the tip and nothing delivered for long: the daemon stopped feeding it.
         (
-            ShardState(
-                "s", 1, NOW, last_progress=NOW - STALL - 1, millis_behind_latest=BEHIND_MILLIS * 90
-            ),
+            ShardState("s", 1, NOW, last_progress=NOW - STALL - 1, lag_millis=BEHIND_MILLIS * 90),
             True,
         ),
         # At the tip and idle for hours: healthy (KCL sends no empty batches).
-        (ShardState("s", 1, NOW, last_progress=NOW - 7200, millis_behind_latest=0), False),
+        (ShardState("s", 1, NOW, last_progress=NOW - 7200, lag_millis=0), False),
         # Behind but delivering: catching up.
         (
-            ShardState("s", 1, NOW, last_progress=NOW - 2, millis_behind_latest=BEHIND_MILLIS * 90),
+            ShardState("s", 1, NOW, last_progress=NOW - 2, lag_millis=BEHIND_MILLIS * 90),
             False,
         ),
         # Just started, nothing delivered yet, behind: judged from its start.
-        (ShardState("s", 1, NOW - 10, millis_behind_latest=BEHIND_MILLIS * 90), False),
+        (ShardState("s", 1, NOW - 10, lag_millis=BEHIND_MILLIS * 90), False),
     ],
 )
 def test_stuck_or_healthy(state: ShardState, stuck: bool) -> None:

@@ -14,8 +14,8 @@ class Fleet:
     def __init__(self) -> None:
         self.now = 1000.0
         self.states = [
-            ShardState("shardId-0", 1, 0.0, delivered=0, millis_behind_latest=600_000),
-            ShardState("shardId-1", 2, 0.0, delivered=0, millis_behind_latest=300_000),
+            ShardState("shardId-0", 1, 0.0, delivered=0, lag_millis=600_000),
+            ShardState("shardId-1", 2, 0.0, delivered=0, lag_millis=300_000),
         ]
 
     def read(self, _folder: Path) -> list[ShardState]:
@@ -32,7 +32,7 @@ def test_the_first_shard_speaks_for_the_worker_with_rate_lag_and_eta() -> None:
     assert other.line_if_due() is None, "one line per worker"
     fleet.now += 10
     fleet.states[0].delivered, fleet.states[1].delivered = 30_000, 20_000
-    fleet.states[0].millis_behind_latest = 500_000  # 100 s of lag gained in 10 s
+    fleet.states[0].lag_millis = 500_000  # 100 s of lag gained in 10 s
     line = first.line_if_due()
     assert line == (
         "worker progress: 2 shards, 50000 events delivered so far, 5000 events/s, "
@@ -48,7 +48,7 @@ def test_no_line_at_the_tip_nor_more_often_than_every_few_seconds() -> None:
     assert progress.line_if_due() is None
     fleet.now += PROGRESS_EVERY_SECONDS
     for state in fleet.states:
-        state.millis_behind_latest = 0
+        state.lag_millis = 0
     assert progress.line_if_due() is None
 
 
@@ -57,7 +57,7 @@ def test_a_worker_falling_behind_says_so() -> None:
     progress = WorkerProgress(Path("/x"), "shardId-0", clock=lambda: fleet.now, read=fleet.read)
     progress.line_if_due()
     fleet.now += 10
-    fleet.states[0].millis_behind_latest = 700_000
+    fleet.states[0].lag_millis = 700_000
     line = progress.line_if_due()
     assert line is not None
     assert line.endswith("not catching up")
