@@ -25,7 +25,7 @@ from types import MappingProxyType
 from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
-from consumer import kclkeys, paths, urls
+from consumer import kclkeys, logs, paths, urls
 from consumer import settings_parsers as p
 from consumer.deadletter import DeadLetterKind, DeadLetterTarget
 from consumer.errors import ConfigError
@@ -266,6 +266,9 @@ def from_mapping(raw: Mapping[str, str]) -> Settings:
     settings = Settings(stream_name=_source_stream(read), **fields)
     for rule in _RULES:
         rule(settings, values)
+    # Whatever command loaded them, no log line of this process may show the secrets,
+    # also those read from the file (consumer.logs redacts every line).
+    logs.add_secrets(*(getattr(settings, s.field) for s in SETTINGS if s.secret and s.field))
     return settings
 
 

@@ -24,12 +24,15 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import tempfile
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+log = logging.getLogger(__name__)
 
 STATE_DIR_NAME = "kinesis-posthog"
 # A shard whose lag is above this counts as behind: more than KCL's polling interval
@@ -39,8 +42,9 @@ SUFFIX = ".json"
 
 
 def state_dir(application: str, base: Path | None = None) -> Path:
-    """The worker's state folder: one per application on a host."""
-    return (base or Path(tempfile.gettempdir())) / STATE_DIR_NAME / application
+    """The worker's state folder: one per user and application on a host."""
+    owner = f"{STATE_DIR_NAME}-{os.getuid()}"  # never a folder another user made
+    return (base or Path(tempfile.gettempdir())) / owner / application
 
 
 @dataclass
@@ -53,6 +57,9 @@ class ShardState:
     in_flight_since: float | None = None
     last_progress: float | None = None
     lag_millis: int | None = None
+    # The daemon's own millisBehindLatest: 0 at the tip however old the last records, so
+    # an idle shard never looks behind to `health` (the lag above is for progress).
+    behind_millis: int | None = None
     delivered: int = 0
     dead_lettered: int = 0
 
@@ -61,17 +68,19 @@ class StateFile:
     """The file one shard process keeps fresh."""
 
     def __init__(self, folder: Path, shard: str, clock: Callable[[], float] = time.time) -> None:
-        """``folder`` is created if missing."""
+        """``folder`` is created when first written."""
+        self._folder = folder
         self._path = folder / f"{shard}{SUFFIX}"
         self._clock = clock
         self.state = ShardState(shard=shard, pid=os.getpid(), updated=clock())
-        folder.mkdir(parents=True, exist_ok=True)
+        self._failed = False
 
-    def batch_arrived(self, lag_millis: int | None) -> None:
+    def batch_arrived(self, lag_millis: int, behind_millis: int | None) -> None:
         """A batch is in flight from now on."""
         self.state.in_flight_since = self._clock()
-        if lag_millis is not None:
-            self.state.lag_millis = lag_millis
+        self.state.lag_millis = lag_millis
+        if behind_millis is not None:
+            self.state.behind_millis = behind_millis
         self._save()
 
     def batch_done(self, delivered: int, dead_lettered: int) -> None:
@@ -85,13 +94,27 @@ class StateFile:
 
     def remove(self) -> None:
         """The shard process is ending."""
-        self._path.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            self._path.unlink(missing_ok=True)
 
     def _save(self) -> None:
+        """Write the file whole.
+
+        A failure (a full or read-only disk) never stops delivery: it is logged once,
+        and ``health`` then sees no file for this shard.
+        """
         self.state.updated = self._clock()
         temporary = self._path.with_suffix(f".{os.getpid()}.tmp")
-        temporary.write_text(json.dumps(asdict(self.state)), encoding="utf-8")
-        temporary.replace(self._path)
+        try:
+            self._folder.mkdir(parents=True, exist_ok=True)
+            temporary.write_text(json.dumps(asdict(self.state)), encoding="utf-8")
+            temporary.replace(self._path)
+        except OSError as exc:
+            if not self._failed:
+                log.warning(
+                    "shard %s: cannot keep its health state file: %s", self.state.shard, exc
+                )
+            self._failed = True
 
 
 def read_states(folder: Path, alive: Callable[[int], bool] | None = None) -> list[ShardState]:
@@ -126,11 +149,11 @@ def problems(states: Iterable[ShardState], now: float, stall: float) -> list[str
                 "(PostHog refusing or unreachable; see the shard's log lines)"
             )
             continue
-        behind = (state.lag_millis or 0) > BEHIND_MILLIS
+        behind = (state.behind_millis or 0) > BEHIND_MILLIS
         since = state.last_progress if state.last_progress is not None else state.updated
         if behind and now - since > stall:
             found.append(
-                f"shard {state.shard}: {state.lag_millis} ms behind and no batch "
+                f"shard {state.shard}: {state.behind_millis} ms behind the tip and no batch "
                 f"for {now - since:.0f} s (the daemon is not feeding it)"
             )
     return found

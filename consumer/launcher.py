@@ -159,6 +159,7 @@ def prepare(properties_path: Path, environ: Mapping[str, str], workdir: Path) ->
     if worker_id is None:
         worker_id = new_worker_id()
         merged["workerId"] = worker_id
+    logs.set_worker(worker_id)
     merged.setdefault("executableName", f"{sys.executable} -m consumer")
     if not merged.get("executableName", "").strip():
         raise ConfigError("executableName", "", "the command that starts a shard process")

@@ -43,6 +43,7 @@ AWS_SECRET_ENVS = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
 MIN_SECRET_LENGTH = 8
 
 _shard = UNKNOWN
+_worker = UNKNOWN
 _secrets: set[str] = set()
 
 
@@ -57,6 +58,12 @@ def redact(text: str) -> str:
         if secret in text:
             text = text.replace(secret, REDACTED)
     return text
+
+
+def set_worker(worker_id: str) -> None:
+    """Name this process's worker in every later line (the launcher learns it late)."""
+    global _worker  # noqa: PLW0603 - one worker per process
+    _worker = worker_id
 
 
 def set_shard(shard_id: str) -> None:
@@ -78,18 +85,13 @@ def resolve_format(environ: Mapping[str, str], stream: TextIO) -> str:
 class JsonFormatter(logging.Formatter):
     """One JSON object per line, with the daemon's keys plus ``shard`` and ``pid``."""
 
-    def __init__(self, worker: str) -> None:
-        """``worker``: the KCL worker id every line names."""
-        super().__init__()
-        self._worker = worker
-
     def format(self, record: logging.LogRecord) -> str:
         """The record as one line of JSON (newlines in it escaped)."""
         line: dict[str, object] = {
             "time": _utc(record.created),
             "level": record.levelname,
             "logger": record.name,
-            "worker": self._worker,
+            "worker": _worker,
             "shard": _shard,
             "pid": record.process,
             "message": redact(record.getMessage()),
@@ -102,17 +104,12 @@ class JsonFormatter(logging.Formatter):
 class TextFormatter(logging.Formatter):
     """The daemon's text layout (``consumer/logback.xml``), with the shard after the worker."""
 
-    def __init__(self, worker: str) -> None:
-        """``worker``: the KCL worker id every line names."""
-        super().__init__()
-        self._worker = worker
-
     def format(self, record: logging.LogRecord) -> str:
         """The record as text, its traceback (if any) on the following lines."""
         stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(record.created))
         text = (
             f"{stamp}.{int(record.msecs):03d} {record.levelname:<5} {record.name} "
-            f"[{self._worker} {_shard}]: {record.getMessage()}"
+            f"[{_worker} {_shard}]: {record.getMessage()}"
         )
         if record.exc_info:
             text += "\n" + self.formatException(record.exc_info)
@@ -137,9 +134,9 @@ def configure(
     stream = sys.stderr if stream is None else stream
     add_secrets(*(environ.get(name) for name in (*secret_envs, *AWS_SECRET_ENVS)))
     chosen = resolve_format(environ, stream)
-    worker = environ.get(WORKER_ID_ENV, UNKNOWN)
+    set_worker(environ.get(WORKER_ID_ENV, UNKNOWN))
     handler = logging.StreamHandler(stream)
-    handler.setFormatter(JsonFormatter(worker) if chosen == "json" else TextFormatter(worker))
+    handler.setFormatter(JsonFormatter() if chosen == "json" else TextFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     level = environ.get(LOG_LEVEL_ENV, "INFO").upper()

@@ -1,7 +1,8 @@
 """Per-shard metrics in CloudWatch's embedded metric format (EMF), on the log stream.
 
-Each shard process counts what it does and, at least once a minute (when records flow)
-and when it stops, writes one EMF line to stderr: a JSON object whose ``_aws`` member
+Each shard process counts what it does and, once a minute (a timer, so also while a
+batch is stuck in PostHog's retries, and while idle) and when it stops, writes one EMF
+line to stderr: a JSON object whose ``_aws`` member
 tells CloudWatch Logs to turn its values into metrics, so no agent and no
 ``cloudwatch:PutMetricData`` permission is needed (the awslogs driver's log events are
 read as EMF). Values are what happened since the previous line (counts) or the latest
@@ -15,6 +16,7 @@ with the alarms to set.
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -38,6 +40,8 @@ COUNTS = {
 }
 UNITS = {
     **dict.fromkeys(COUNTS, "Count"),
+    # How long the batch being delivered has been out (0 when none): the outage alarm.
+    "BatchInFlight": "Seconds",
     "BytesSent": "Bytes",
     "BatchLatency": "Milliseconds",
     "MillisBehindLatest": "Milliseconds",
@@ -73,32 +77,41 @@ class ShardMetrics:
         self._wall = wall
         self._window = _Window()
         self._last_flush = clock()
+        self._in_flight_since: float | None = None
+        # The processor's thread counts, a timer thread flushes.
+        self._lock = threading.Lock()
         self.millis_behind_latest: int | None = None
 
     def records_in(self, count: int, millis_behind_latest: int | None) -> None:
         """A ``processRecords`` message arrived, this far behind the stream's tip."""
-        self._window.counts["RecordsIn"] += count
-        if millis_behind_latest is not None:
-            self.millis_behind_latest = millis_behind_latest
+        with self._lock:
+            self._window.counts["RecordsIn"] += count
+            self._in_flight_since = self._clock()
+            if millis_behind_latest is not None:
+                self.millis_behind_latest = millis_behind_latest
 
     def delivered(self, events: int, requests: int, retries: int, bytes_sent: int) -> None:
-        """What one delivery took (counted once it is over)."""
-        counts = self._window.counts
-        counts["EventsDelivered"] += events
-        counts["Requests"] += requests
-        counts["Retries"] += retries
-        self._window.bytes_sent += bytes_sent
+        """What one delivery took (counted once it is over): no batch is out any more."""
+        with self._lock:
+            counts = self._window.counts
+            counts["EventsDelivered"] += events
+            counts["Requests"] += requests
+            counts["Retries"] += retries
+            self._window.bytes_sent += bytes_sent
+            self._in_flight_since = None
 
     def dead_lettered(self, reasons: Counter[str]) -> None:
         """Records written to the dead-letter destination, by reason."""
-        for reason, count in reasons.items():
-            self._window.counts["DeadLettered"] += count
-            self._window.counts[REASON_PREFIX + reason] += count
+        with self._lock:
+            for reason, count in reasons.items():
+                self._window.counts["DeadLettered"] += count
+                self._window.counts[REASON_PREFIX + reason] += count
 
     def batch_latency(self, milliseconds: float) -> None:
         """How long one processRecords took, from arrival to delivered (or dead-lettered)."""
-        if len(self._window.latencies) < MAX_LATENCY_VALUES:
-            self._window.latencies.append(round(milliseconds, 1))
+        with self._lock:
+            if len(self._window.latencies) < MAX_LATENCY_VALUES:
+                self._window.latencies.append(round(milliseconds, 1))
 
     def flush_if_due(self) -> bool:
         """Write the line if a minute has passed since the last one."""
@@ -109,9 +122,11 @@ class ShardMetrics:
 
     def flush(self) -> None:
         """Write one EMF line now (also when nothing happened: it carries the lag)."""
-        self._write(json.dumps(self.line(), separators=(",", ":")))
-        self._window = _Window()
-        self._last_flush = self._clock()
+        with self._lock:
+            line = self.line()
+            self._window = _Window()
+            self._last_flush = self._clock()
+        self._write(json.dumps(line, separators=(",", ":")))
 
     def line(self) -> dict[str, object]:
         """The EMF object for the current window."""
@@ -121,6 +136,8 @@ class ShardMetrics:
             for name, count in sorted(self._window.counts.items())
             if name.startswith(REASON_PREFIX)
         )
+        since = self._in_flight_since
+        values["BatchInFlight"] = round(self._clock() - since, 1) if since is not None else 0
         values["BytesSent"] = self._window.bytes_sent
         if self._window.latencies:
             values["BatchLatency"] = list(self._window.latencies)

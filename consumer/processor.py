@@ -53,12 +53,18 @@ def _fatal_on_error(method: _F) -> _F:
         try:
             method(self, *args)
         except AuthenticationError as exc:
+            self._failed()
             log.critical("%s; stopping without checkpointing. Fix the key and restart.", exc)
             raise SystemExit(ExitStatus.CONFIG) from exc
         except PermanentDeliveryError as exc:
+            self._failed()
             log.critical("%s; stopping without checkpointing. Check posthogHost.", exc)
             raise SystemExit(ExitStatus.CONFIG) from exc
+        except SystemExit:
+            self._failed()  # the daemon is gone (75), or a refusal streak (78)
+            raise
         except Exception as exc:
+            self._failed()
             log.critical(
                 "shard %s: unexpected error; stopping without checkpointing",
                 self.shard_id,
@@ -174,6 +180,12 @@ class RecordProcessor(kcl.RecordProcessorBase):  # type: ignore[misc]
         if self._mapper is None or self._delivery is None or self._keeper is None:
             raise RuntimeError("the daemon sent a message before initialize")
         return self._mapper, self._delivery, self._keeper
+
+    def _failed(self) -> None:
+        """The shard process is ending on an error: its last metrics go out first."""
+        if self._telemetry is not None:
+            self._telemetry.failed()
+            self._telemetry = None
 
     def _stopped(self) -> None:
         """The shard process is done with its shard: its counts, last metrics, no state."""

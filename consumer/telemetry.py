@@ -8,6 +8,7 @@ worker, the progress line (:mod:`consumer.progress`). When the shard process sto
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -18,6 +19,8 @@ from consumer.metrics import ShardMetrics
 from consumer.progress import WorkerProgress
 
 MILLIS = 1000
+# How often the timer looks whether the minute's metrics line is due.
+TICK_SECONDS = 5.0
 
 
 @dataclass(frozen=True)
@@ -43,8 +46,13 @@ class ShardTelemetry:
         *,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
+        tick: bool = True,
     ) -> None:
-        """``say`` writes the progress line (the log, at INFO)."""
+        """``say`` writes the progress line (the log, at INFO).
+
+        ``tick`` starts the timer thread that writes the metrics once a minute (tests
+        drive the flushes themselves).
+        """
         self._wall = wall
         self._metrics = metrics
         self._state = state
@@ -52,6 +60,14 @@ class ShardTelemetry:
         self._say = say
         self._clock = clock
         self._arrived: float | None = None
+        self._stop = threading.Event()
+        if tick:
+            threading.Thread(target=self._tick, name="metrics", daemon=True).start()
+
+    def _tick(self) -> None:
+        """Flush the metrics when due, also while a batch is stuck in retries or idle."""
+        while not self._stop.wait(TICK_SECONDS):
+            self._metrics.flush_if_due()
 
     def batch_arrived(
         self, records: int, millis_behind_latest: int | None, newest_arrival_millis: int
@@ -64,7 +80,7 @@ class ShardTelemetry:
         self._arrived = self._clock()
         self._metrics.records_in(records, millis_behind_latest)
         age = int(self._wall() * MILLIS) - newest_arrival_millis
-        self._state.batch_arrived(max(millis_behind_latest or 0, age, 0))
+        self._state.batch_arrived(max(millis_behind_latest or 0, age, 0), millis_behind_latest)
 
     def batch_done(self, outcome: BatchOutcome) -> None:
         """Its events were delivered or dead-lettered."""
@@ -82,5 +98,14 @@ class ShardTelemetry:
 
     def stopped(self) -> None:
         """The shard process is done with its shard: last metrics, no state file."""
+        self._stop.set()
         self._metrics.flush()
         self._state.remove()
+
+    def failed(self) -> None:
+        """The shard process is ending on an error: its last metrics.
+
+        The state file stays, and counts for nothing once its process is gone.
+        """
+        self._stop.set()
+        self._metrics.flush()

@@ -141,7 +141,7 @@ def health_check(
         print(f"stuck: {problem}", file=out)
     if found:
         return ExitStatus.UNHEALTHY
-    behind = sum(1 for state in states if (state.lag_millis or 0) > health.BEHIND_MILLIS)
+    behind = sum(1 for state in states if (state.behind_millis or 0) > health.BEHIND_MILLIS)
     print(f"healthy: {len(states)} shards, {behind} behind the tip and delivering", file=out)
     return ExitStatus.OK
 

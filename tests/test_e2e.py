@@ -206,6 +206,8 @@ def test_kill_9_loses_nothing_and_replays_identically(pipeline: Pipeline) -> Non
     )
     replayed_aggregated = sum(1 for put in aggregated if put.uuid in duplicates)
     print(f"[e2e] of which {replayed_aggregated} of {len(aggregated)} KPL user records")
+    # The aggregates come first, so the first kill lands among them.
+    assert replayed_aggregated, "a crash mid-aggregate was replayed (byte-identical, below)"
     assert duplicates, "the kills landed mid-stream, so some records were replayed"
     # Compare the bytes PostHog received, not parsed dicts: a replay must be byte-identical.
     raw = pipeline.standin.raw_events(before)

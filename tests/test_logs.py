@@ -240,7 +240,10 @@ def test_a_shard_process_failing_never_logs_the_secrets(tmp_path: Path) -> None:
     assert result.returncode == ExitStatus.CONFIG, result.stderr
     assert API_KEY not in result.stderr
     assert AWS_SECRET not in result.stderr
-    lines = [json.loads(line) for line in result.stderr.splitlines()]
+    parsed = [json.loads(line) for line in result.stderr.splitlines()]
+    metrics = [line for line in parsed if "_aws" in line]
+    lines = [line for line in parsed if "_aws" not in line]
+    assert len(metrics) == 1, "its last metrics line went out as it stopped"
     assert lines, "it said why it stopped"
     assert {line["worker"] for line in lines} == {"host-1a2b3c4d"}
     assert lines[-1]["level"] == "CRITICAL"

@@ -820,3 +820,22 @@ def test_format_timestamp_as_before(moment: datetime) -> None:
     except (OverflowError, ValueError):
         return  # a moment outside years 1-9999 in UTC: parse_timestamp never returns one
     assert format_timestamp(moment) == before
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        1e16,  # orjson before 3.12 wrote 1e16, json 1e+16: why orjson is pinned exactly
+        1e22,  # likewise, further out
+        -0.0,  # the sign of zero
+        1.7976931348623157e308,  # the largest double
+        5e-324,  # the smallest subnormal (a small float: the json path)
+        2**64 - 1,  # the largest integer orjson writes itself
+        0.1 + 0.2,  # shortest round-trip digits
+    ],
+)
+def test_the_pinned_orjson_writes_jsons_bytes_for_edge_numbers(value: Any) -> None:
+    event = {"event": "e", "properties": {"n": value}}
+    small = isinstance(value, float) and 0 < abs(value) < 1e-4
+    expected = json.dumps(event, separators=(",", ":"), ensure_ascii=False).encode()
+    assert mapping.encode_event(event, small_floats=small) == expected

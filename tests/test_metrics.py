@@ -100,3 +100,19 @@ def test_latencies_stop_at_emfs_limit() -> None:
         metrics.batch_latency(value)
     metrics.flush()
     assert len(json.loads(lines[0])["BatchLatency"]) == MAX_LATENCY_VALUES
+
+
+def test_a_batch_stuck_in_flight_shows_in_the_line() -> None:
+    """While PostHog is down the timer still writes lines: `BatchInFlight` says how long
+    the batch has been out (the outage alarm), and drops to 0 once it is delivered."""
+    lines: list[str] = []
+    clock = Clock()
+    metrics = make(lines, clock)
+    metrics.records_in(10, 0)
+    clock.now += FLUSH_EVERY_SECONDS
+    assert metrics.flush_if_due()
+    metrics.delivered(events=10, requests=7, retries=6, bytes_sent=100)
+    metrics.flush()
+    stuck, done = (json.loads(line) for line in lines)
+    assert stuck["BatchInFlight"] == FLUSH_EVERY_SECONDS
+    assert done["BatchInFlight"] == 0

@@ -64,7 +64,13 @@ def test_the_lag_is_the_newest_records_age_when_the_daemon_says_0(tmp_path: Path
     state = StateFile(tmp_path, SHARD, clock)
     metrics = ShardMetrics(application="a", worker="w", shard=SHARD, write=print, clock=clock)
     telemetry = ShardTelemetry(
-        metrics, state, WorkerProgress(tmp_path, SHARD, clock=clock), print, clock=clock, wall=clock
+        metrics,
+        state,
+        WorkerProgress(tmp_path, SHARD, clock=clock),
+        print,
+        clock=clock,
+        wall=clock,
+        tick=False,
     )
     telemetry.batch_arrived(200, 0, int((clock.now - 40) * 1000))
     (seen,) = read_states(tmp_path)

@@ -244,14 +244,16 @@ class TestHealth:
 
     def test_an_idle_worker_is_healthy(self, props: Path, folder: Path) -> None:
         state = StateFile(folder, "shardId-000000000001", clock=lambda: 1000.0)
-        state.batch_arrived(0)
+        state.batch_arrived(0, 0)
         state.batch_done(delivered=5, dead_lettered=0)
         out = io.StringIO()
         assert health_check(props, out=out, now=lambda: 1000.0 + 86_400) == ExitStatus.OK
         assert out.getvalue().startswith("healthy: 1 shards")
 
     def test_a_batch_stuck_in_flight_is_unhealthy(self, props: Path, folder: Path) -> None:
-        StateFile(folder, "shardId-000000000001", clock=lambda: 1000.0).batch_arrived(90_000)
+        StateFile(folder, "shardId-000000000001", clock=lambda: 1000.0).batch_arrived(
+            90_000, 90_000
+        )
         out = io.StringIO()
         assert health_check(props, out=out, now=lambda: 1000.0 + 301) == ExitStatus.UNHEALTHY
         assert (

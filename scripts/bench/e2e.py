@@ -5,7 +5,7 @@ benchmark's records (``local/harness.py``: ``create_stream``, ``put_and_place``)
 worker started as ``./run.sh <properties>`` starts it (``Worker.start``), delivering to
 the minimal capture server. Measured: time from the worker's start to the first event
 PostHog's stand-in counts, records/s from the first event to the last, and the CPU of
-the worker's whole process group (daemon, shard processes, leader watchdog) from
+the worker's whole process group (daemon and shard processes) from
 ``/proc``, as CPU seconds per 100,000 records. For scale: how fast kinesis-mock takes
 the puts, and how fast it serves the same records to a plain boto3 reader.
 """
@@ -69,8 +69,6 @@ def group_cpu(pgid: int) -> CpuSample:
 def _kind(command: bytes) -> str:
     if b"java" in command.split(b" ", 1)[0]:
         return "daemon (java)"
-    if b"watch-leader" in command:
-        return "leader watchdog"
     return "shard processes"
 
 
