@@ -201,14 +201,16 @@ def run(properties_path: Path) -> int:
     """
     workdir = Path(tempfile.mkdtemp(prefix="kinesis-posthog-"))
     argv, env, settings, daemon_properties = prepare(properties_path, os.environ, workdir)
+    # The lease table the daemon will use: its `tableName` if the file sets one.
+    table = next(
+        (v for k, v in daemon_properties.items() if kclkeys.daemon_property(k) == "tableName"),
+        None,
+    )
     try:
-        for probe in (
-            preflight.probe_kinesis,
-            preflight.probe_dynamodb,
-            preflight.probe_dead_letter,
-        ):
-            log.info("%s", probe(settings))
-        fresh = not preflight.lease_table_exists(settings)
+        log.info("%s", preflight.probe_kinesis(settings))
+        log.info("%s", preflight.probe_dynamodb(settings, table))
+        log.info("%s", preflight.probe_dead_letter(settings))
+        fresh = not preflight.lease_table_exists(settings, table)
     except DependencyError as exc:
         log.critical("cannot start: %s", exc)
         return ExitStatus.UNAVAILABLE

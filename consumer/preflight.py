@@ -174,12 +174,16 @@ def probe_kinesis(settings: Settings) -> str:
     return f"stream {settings.stream_name} is {status}, {shards} open shards"
 
 
-def lease_table_exists(settings: Settings) -> bool:
-    """Whether KCL's lease table exists; raise :class:`DependencyError` if DynamoDB does not answer."""
+def lease_table_exists(settings: Settings, table: str | None = None) -> bool:
+    """Whether KCL's lease table exists; raise :class:`DependencyError` if DynamoDB does not answer.
+
+    ``table``: the daemon's ``tableName`` when the file sets one (KCL's default, and
+    ours, is ``applicationName``).
+    """
 
     def describe(dynamodb: Any) -> bool:
         try:
-            dynamodb.describe_table(TableName=settings.application_name)
+            dynamodb.describe_table(TableName=table or settings.application_name)
         except dynamodb.exceptions.ResourceNotFoundException:
             return False  # a new application: KCL creates the table on its first start
         return True
@@ -188,10 +192,12 @@ def lease_table_exists(settings: Settings) -> bool:
     return exists
 
 
-def probe_dynamodb(settings: Settings) -> str:
+def probe_dynamodb(settings: Settings, table: str | None = None) -> str:
     """Look for the lease table (it may not exist yet); raise :class:`DependencyError` if we cannot."""
-    state = "exists" if lease_table_exists(settings) else "will be created by KCL on first start"
-    return f"lease table {settings.application_name} {state}"
+    state = (
+        "exists" if lease_table_exists(settings, table) else "will be created by KCL on first start"
+    )
+    return f"lease table {table or settings.application_name} {state}"
 
 
 def probe_dead_letter(settings: Settings) -> str:

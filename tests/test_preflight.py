@@ -172,6 +172,10 @@ def test_the_lease_table_is_looked_up_by_name(
         BillingMode="PAY_PER_REQUEST",
     )
     assert preflight.probe_dynamodb(settings).endswith("exists")
+    # A file's own `tableName` is the table looked up (and the one IAM allows).
+    assert preflight.probe_dynamodb(settings, "custom-leases") == (
+        "lease table custom-leases will be created by KCL on first start"
+    )
 
 
 @pytest.mark.parametrize(
