@@ -208,9 +208,13 @@ def run(properties_path: Path) -> int:
     )
     try:
         log.info("%s", preflight.probe_kinesis(settings))
-        log.info("%s", preflight.probe_dynamodb(settings, table))
+        # One DescribeTable says both: DynamoDB answers, and whether the application is new.
+        exists = preflight.lease_table_exists(settings, table)
+        log.info(
+            "%s", preflight.lease_table_state(table or settings.application_name, exists=exists)
+        )
         log.info("%s", preflight.probe_dead_letter(settings))
-        fresh = not preflight.lease_table_exists(settings, table)
+        fresh = not exists
     except DependencyError as exc:
         log.critical("cannot start: %s", exc)
         return ExitStatus.UNAVAILABLE

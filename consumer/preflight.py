@@ -194,10 +194,14 @@ def lease_table_exists(settings: Settings, table: str | None = None) -> bool:
 
 def probe_dynamodb(settings: Settings, table: str | None = None) -> str:
     """Look for the lease table (it may not exist yet); raise :class:`DependencyError` if we cannot."""
-    state = (
-        "exists" if lease_table_exists(settings, table) else "will be created by KCL on first start"
-    )
-    return f"lease table {table or settings.application_name} {state}"
+    exists = lease_table_exists(settings, table)
+    return lease_table_state(table or settings.application_name, exists=exists)
+
+
+def lease_table_state(table: str, *, exists: bool) -> str:
+    """The start-up line about the lease table."""
+    state = "exists" if exists else "will be created by KCL on first start"
+    return f"lease table {table} {state}"
 
 
 def probe_dead_letter(settings: Settings) -> str:

@@ -132,8 +132,12 @@ def _dead_letter(spec: str) -> tuple[KinesisRecord, str, str]:
 def health_check(
     properties: Path, *, out: TextIO | None = None, now: Callable[[], float] = time.time
 ) -> int:
-    """Exit 0 if no shard of this host's worker is stuck (see :mod:`consumer.health`), else 1."""
-    out = out or sys.stdout
+    """Exit 0 if no shard of this host's worker is stuck (see :mod:`consumer.health`), else 1.
+
+    The verdict is a status, not data: it goes to stderr (the exit status is the answer),
+    where a container health check's output is kept.
+    """
+    out = out or sys.stderr
     settings = config.load(properties)
     states = health.read_states(health.state_dir(settings.application_name))
     found = health.problems(states, now(), settings.health_stall_seconds)

@@ -419,7 +419,8 @@ def test_the_health_check_runs_the_health_command(tmp_path: Path) -> None:
         env={config.API_KEY_ENV: "phc_from_the_secret", "TMPDIR": str(tmp_path)},
     )
     assert result.returncode == ExitStatus.OK, result.stderr
-    assert result.stdout.startswith("healthy: 0 shards")
+    assert result.stdout == ""
+    assert "healthy: 0 shards" in result.stderr
 
 
 def test_task_definition_environment_with_the_baked_in_file_is_a_valid_configuration() -> None:
