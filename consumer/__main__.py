@@ -9,6 +9,7 @@ tooling, not installed: ``python -m local demo|standin`` from the repository roo
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import os
 import signal
@@ -22,6 +23,8 @@ from consumer.exits import ExitStatus
 
 log = logging.getLogger("consumer")
 
+# The shard process's collector thresholds (young, middle, old; Python's are 700, 10, 10).
+GC_THRESHOLDS = (20_000, 50, 50)
 # Signals a shard process leaves to the daemon (see _process).
 DAEMON_STOPS_US = (signal.SIGINT, signal.SIGTERM)
 
@@ -72,8 +75,7 @@ def main(argv: Sequence[str] | None = None) -> int:  # noqa: PLR0911 - one retur
 
 def _process(properties: str | None) -> int:
     """Run one shard's record processor over stdin/stdout (started by the KCL daemon)."""
-    from amazon_kclpy import kcl
-
+    from consumer.protocol import serve
     from consumer.wiring import build_processor
 
     # Ctrl+C, and a supervisor's SIGTERM to the whole process group (systemd's default,
@@ -88,7 +90,15 @@ def _process(properties: str | None) -> int:
         raise ConfigError(config.PROPERTIES_ENV, "", "the properties file path (run.sh sets it)")
     settings = config.load(Path(path))
     processor = build_processor(settings, telemetry=True)
-    kcl.KCLProcess(processor).run()
+    # What start-up made (modules, settings) lives as long as the process: out of the
+    # collector's sight. A 10,000-record line decodes into some 20,000 containers, and
+    # the default young threshold (700) collects dozens of times per line, each time
+    # scanning what survived: fewer, larger young collections measured 5% more records/s.
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
+    # amazon-kclpy's protocol, with the lines read as bytes (KCLProcess.run reads them as
+    # text and builds a heavier object per record): consumer/protocol.py.
+    serve(processor, sys.stdin.buffer, sys.stdout, sys.stderr)
     # EOF: the daemon is done with this shard (shard ended, lease lost or shutdown).
     log.info("shard %s: the daemon closed stdin; exiting", processor.shard_id)
     return ExitStatus.OK

@@ -48,6 +48,10 @@ BATCH_ENVELOPE_DEPTH = 2
 MAX_EVENT_DEPTH = SERDE_JSON_RECURSION_LIMIT - 1 - BATCH_ENVELOPE_DEPTH
 # Containers above a property value inside an event: the event object and "properties".
 _PROPERTIES_DEPTH = 2
+# A record whose JSON text holds at most this many '[' and '{' (in strings too) nests no
+# property deeper than MAX_EVENT_DEPTH, however it is mapped: its top object becomes
+# "properties" or a value below it, and each container it holds is one level more.
+PLAIN_MAX_CONTAINERS = MAX_EVENT_DEPTH - _PROPERTIES_DEPTH + 1
 # serde_json (without arbitrary_precision) reads integers beyond u64/i64 as doubles and
 # refuses, as "number out of range", any number that rounds to infinity. 2**1024 - 2**970
 # is the smallest integer that rounds to infinity as an IEEE 754 double (half-way
@@ -89,6 +93,9 @@ CAPTURE_FILTERED_EVENT_NAMES = frozenset({"$performance_event"})
 # uuid, ip (<= 45), now, sent_at, timestamp (~35 each), the token (<= 64 bytes, three
 # times, escaped), header names and varints (~200), librdkafka's 36: about 1.2 KB.
 CAPTURED_EVENT_FIXED_BYTES = 4096
+# The longest payload captured_message_bytes_bound keeps within MAX_EVENT_BYTES with no
+# number growth: 4L + 2 + fixed <= limit (about 225 KB).
+_SURELY_WITHIN_BYTES = (MAX_EVENT_BYTES - 2 - CAPTURED_EVENT_FIXED_BYTES) // 4
 # serde_json writes floats with ryu, which writes 1e-5 <= |x| < 1e-4 in positional form
 # ("0.00001") where Python's repr writes "1e-05": the only range where ryu's text is
 # longer (ryu is positional for decimal exponents -5..15, Python for -4..15, and ryu's
@@ -164,6 +171,10 @@ class SendableNumbers(NamedTuple):
     (json.dumps ``1e-05``, serde_json and orjson ``0.00001``; :mod:`consumer.mapping`)."""
 
 
+# What check_sendable returns for properties with no number to adjust or refuse.
+NOTHING_TO_ADJUST = SendableNumbers(growth=0, small_floats=False)
+
+
 def check_sendable(properties: dict[str, Any]) -> SendableNumbers:
     """Refuse properties PostHog's capture cannot parse: too deep, or numbers beyond a double.
 
@@ -217,6 +228,15 @@ def utf8_as_captured(text: str) -> bytes:
         return text.encode("utf-8")
     except UnicodeEncodeError:
         return _LONE_SURROGATE.sub(REPLACEMENT_CHARACTER, text).encode("utf-8")
+
+
+def surely_within_size(payload: bytes) -> bool:
+    """Whether an event the mapper encoded, with no number growth, is surely within the limit.
+
+    What :func:`check_size` finds first for every event but those of hundreds of
+    kilobytes, without a call per event: its bound, solved for the payload's length.
+    """
+    return len(payload) <= _SURELY_WITHIN_BYTES
 
 
 def check_size(payload: bytes, *, event_name: str, distinct_id: str, number_growth: int) -> None:

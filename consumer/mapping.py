@@ -31,7 +31,6 @@ import sys
 import uuid
 import zlib
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +39,7 @@ import orjson
 from consumer import capture_rules, paths
 from consumer.errors import RecordError
 from consumer.record import KinesisRecord, MappedEvent
-from consumer.timestamps import format_timestamp, parse_timestamp
+from consumer.timestamps import arrival_time, event_time
 
 # A fixed namespace makes uuids stable across versions and machines. Never change it:
 # doing so would turn every replay after an upgrade into a duplicate.
@@ -63,10 +62,12 @@ FAST_MAX_BRACKETS = 256
 # digits), which orjson would read as a float; such records are read by json alone.
 _LONG_INTEGER_DIGITS = 19
 _LONG_DIGIT_RUN = b"0" * _LONG_INTEGER_DIGITS
-# Both looked for in one pass: every digit becomes "0", every "{" a "[".
-_MARKS = bytes.maketrans(b"0123456789{", b"0000000000[")
-# What _orjson_loads returns when orjson may not read as json does (JSON's null is None).
-_UNREAD: Any = object()
+# All looked for in one copy: every digit becomes "0", every "{" a "[", every "E" an "e".
+_MARKS = bytes.maketrans(b"0123456789{E", b"0000000000[e")
+# How a float with 0 < |x| < 1e-4 is spelled in JSON: with a negative exponent (looked
+# for in the marked copy, see read) or positionally (in the text itself).
+_SMALL_EXPONENT = b"0e-"
+_SMALL_POSITIONAL = b"0.0000"
 
 REASONS = frozenset(
     {
@@ -124,63 +125,104 @@ class MappingRules:
 
 
 def event_uuid(stream: str, shard_id: str, record: KinesisRecord) -> str:
-    """Return the deterministic uuid of ``record``'s event: ``str(uuid.uuid5(...))``.
+    """Return the deterministic uuid of ``record``'s event: ``str(uuid.uuid5(...))``."""
+    return EventIds(stream, shard_id)(record)
 
-    Computed as uuid.uuid5 computes it (RFC 4122 section 4.3: the first 16 bytes of the
-    SHA-1 of namespace and name, version 5, variant RFC 4122), without building a UUID
-    object: 4x faster, and the same text (tests/test_mapping.py compares them).
+
+class EventIds:
+    """The uuids of one shard's events: ``str(uuid.uuid5(UUID_NAMESPACE, name))``.
+
+    ``name`` is ``stream/shard/sequence number/subsequence number``. Computed as
+    uuid.uuid5 computes it (RFC 4122 section 4.3: the first 16 bytes of the SHA-1 of
+    namespace and name, version 5, variant RFC 4122), without building a UUID object, and
+    hashing the namespace and the shard's part of the name once: 4x faster, and the same
+    text (tests/test_mapping.py compares them).
     """
-    name = f"{stream}/{shard_id}/{record.sequence_number}/{record.sub_sequence_number}"
-    digest = hashlib.sha1(_NAMESPACE_BYTES + name.encode("utf-8"), usedforsecurity=False)
-    head = bytearray(digest.digest()[:16])
-    head[6] = (head[6] & 0x0F) | 0x50  # version 5
-    head[8] = (head[8] & 0x3F) | 0x80  # variant 10xx: RFC 4122
-    text = head.hex()
-    return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
+
+    def __init__(self, stream: str, shard_id: str) -> None:
+        """Hash what every name of this shard starts with."""
+        prefix = f"{stream}/{shard_id}/".encode()
+        self._prefix = hashlib.sha1(_NAMESPACE_BYTES + prefix, usedforsecurity=False)
+
+    def __call__(self, record: KinesisRecord) -> str:
+        """The uuid of ``record``'s event."""
+        digest = self._prefix.copy()
+        digest.update(f"{record.sequence_number}/{record.sub_sequence_number}".encode())
+        text = digest.hexdigest()
+        # Hex digit 12 is the version (5); digit 16's top two bits are the variant (10).
+        return (
+            f"{text[:8]}-{text[8:12]}-5{text[13:16]}-"
+            f"{_VARIANT_DIGIT[text[16]]}{text[17:20]}-{text[20:32]}"
+        )
+
+
+# A hex digit with its top two bits set to 10 (RFC 4122's variant), by the digit.
+_VARIANT_DIGIT = {digit: "89ab"[int(digit, 16) & 0b11] for digit in "0123456789abcdef"}
 
 
 def decode(data: bytes) -> dict[str, Any]:
+    """Decode record bytes (optionally gzip-compressed) into a JSON object."""
+    return read(data)[0]
+
+
+# A record's JSON object, and whether its text alone proves that capture_rules.check_sendable
+# of any properties made from it returns NOTHING_TO_ADJUST (see read): the mapper then
+# skips that walk over every value. A plain tuple: a NamedTuple costs 0.6 µs to build.
+Read = tuple[dict[str, Any], bool]
+
+
+def read(data: bytes) -> Read:
     """Decode record bytes (optionally gzip-compressed) into a JSON object.
 
     What the json module reads, by orjson (about 3x faster) where that is provably the
-    same (see :func:`_orjson_loads`), else by the json module itself, whose refusals
-    give each reason and detail.
-    """
-    if data[:2] == GZIP_MAGIC:
-        data = _gunzip(data)
-    try:
-        text = data.decode("utf-8")  # strict, whichever reads it: the same not_utf8
-    except UnicodeDecodeError as exc:
-        raise RecordError("not_utf8", f"byte {exc.start} is not valid UTF-8") from exc
-    document = _orjson_loads(data)
-    if document is _UNREAD:
-        document = _json_loads(text)
-    if not isinstance(document, dict):
-        raise RecordError(
-            "not_object", f"top-level JSON is {type(document).__name__}, not an object"
-        )
-    return document
-
-
-def _orjson_loads(data: bytes) -> Any:
-    """The orjson reading of ``data`` (valid UTF-8) where it is json's, else :data:`_UNREAD`.
+    same, else by the json module itself, whose refusals give each reason and detail.
 
     orjson and json read JSON to the same values (types, key order, last duplicate key
     wins, floats correctly rounded) but for: an integer beyond 64 bits (a float in
     orjson); nesting json cannot read (RecursionError near 1000 levels, less the caller's
     stack; orjson reads 1024); and what orjson refuses (lone surrogate escapes, NaN,
-    numbers beyond a double, a byte order mark, invalid JSON), which json may read or
-    refuse in words of its own. So orjson reads only text without a run of 19 digits
-    (2**63 has 19) and with fewer than :data:`FAST_MAX_BRACKETS` brackets, and only if
-    it reads it at all. (tests/test_mapping.py compares the two on arbitrary records.)
+    numbers beyond a double, a byte order mark, invalid JSON or UTF-8), which json may
+    read or refuse in words of its own. So orjson reads only text without a run of 19
+    digits (2**63 has 19) and with fewer than :data:`FAST_MAX_BRACKETS` brackets, and
+    only if it reads it at all; having read it, the text is valid UTF-8 (orjson checks
+    as strictly as Python's codec). (tests/test_mapping.py compares the two on
+    arbitrary records.)
+
+    Such a document is ``plain`` when its text also proves what check_sendable would
+    find: no integer beyond 64 bits (no 19-digit run), nothing infinite or NaN (orjson
+    refuses them), no float with 0 < |x| < 1e-4 (such a literal is spelled with a
+    negative exponent, "<digit>e-", or positionally, "0.0000"), and no nesting beyond
+    capture's (few enough brackets).
     """
+    if data[:2] == GZIP_MAGIC:
+        data = _gunzip(data)
     marked = data.translate(_MARKS)
-    if marked.count(b"[") >= FAST_MAX_BRACKETS or _LONG_DIGIT_RUN in marked:
-        return _UNREAD
+    brackets = marked.count(b"[")
+    if brackets < FAST_MAX_BRACKETS and _LONG_DIGIT_RUN not in marked:
+        try:
+            document = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            pass
+        else:
+            plain = (
+                brackets <= capture_rules.PLAIN_MAX_CONTAINERS
+                and _SMALL_EXPONENT not in marked
+                and _SMALL_POSITIONAL not in data
+            )
+            return _object(document), plain
     try:
-        return orjson.loads(data)
-    except orjson.JSONDecodeError:
-        return _UNREAD
+        text = data.decode("utf-8")  # strict, as orjson reads: the same not_utf8 either way
+    except UnicodeDecodeError as exc:
+        raise RecordError("not_utf8", f"byte {exc.start} is not valid UTF-8") from exc
+    return _object(_json_loads(text)), False
+
+
+def _object(document: Any) -> dict[str, Any]:
+    if not isinstance(document, dict):
+        raise RecordError(
+            "not_object", f"top-level JSON is {type(document).__name__}, not an object"
+        )
+    return document
 
 
 def _json_loads(text: str) -> Any:
@@ -215,6 +257,13 @@ class Mapper:
         """Bind the rules and the shard whose records this mapper will see."""
         self._rules = rules
         self._shard_id = shard_id
+        self._event_ids = EventIds(rules.stream_name, shard_id)
+        # Set on every event, in this order, after distinct_id.
+        self._shard_properties = {
+            "$lib": LIB_NAME,
+            "$kinesis_stream": rules.stream_name,
+            "$kinesis_shard_id": shard_id,
+        }
 
     def map(self, record: KinesisRecord) -> MappedEvent:
         """Return the event for ``record`` or raise :class:`RecordError`; nothing else.
@@ -243,7 +292,7 @@ class Mapper:
 
     def _map(self, record: KinesisRecord) -> MappedEvent:
         rules = self._rules
-        document = decode(record.data)
+        document, plain = read(record.data)
         event_name = capture_rules.event_name(
             rules.event_key.lookup(document), rules.event_key.text
         )
@@ -254,15 +303,15 @@ class Mapper:
                 properties[mapping.destination] = value
         distinct_id = self._distinct_id(document, properties, record)
         properties["distinct_id"] = distinct_id
-        properties["$lib"] = LIB_NAME
-        properties["$kinesis_stream"] = rules.stream_name
-        properties["$kinesis_shard_id"] = self._shard_id
+        properties.update(self._shard_properties)
         properties["$kinesis_sequence_number"] = record.sequence_number
         capture_rules.check_cookieless_mode(properties)
         # Before encoding: json.dumps recurses per level of nesting and would otherwise meet
         # Python's recursion limit on a record the decoder read just fine.
-        numbers = capture_rules.check_sendable(properties)
-        identifier = event_uuid(rules.stream_name, self._shard_id, record)
+        numbers = (
+            capture_rules.NOTHING_TO_ADJUST if plain else capture_rules.check_sendable(properties)
+        )
+        identifier = self._event_ids(record)
         event = {
             "event": event_name,
             "distinct_id": distinct_id,
@@ -271,9 +320,13 @@ class Mapper:
             "uuid": identifier,
         }
         encoded = encode_event(event, small_floats=numbers.small_floats)
-        capture_rules.check_size(
-            encoded, event_name=event_name, distinct_id=distinct_id, number_growth=numbers.growth
-        )
+        if numbers.growth or not capture_rules.surely_within_size(encoded):
+            capture_rules.check_size(
+                encoded,
+                event_name=event_name,
+                distinct_id=distinct_id,
+                number_growth=numbers.growth,
+            )
         return MappedEvent(uuid=identifier, payload=encoded)
 
     def _distinct_id(self, document: Any, properties: dict[str, Any], record: KinesisRecord) -> str:
@@ -306,10 +359,10 @@ class Mapper:
 
     def _timestamp(self, document: Any, record: KinesisRecord) -> str:
         if self._rules.timestamp_key is not None:
-            parsed = parse_timestamp(self._rules.timestamp_key.lookup(document))
-            if parsed is not None:
-                return format_timestamp(parsed)
-        return format_timestamp(datetime.fromtimestamp(record.arrival_millis / 1000, tz=UTC))
+            moment = event_time(self._rules.timestamp_key.lookup(document))
+            if moment is not None:
+                return moment
+        return arrival_time(record.arrival_millis)
 
 
 def _gunzip(data: bytes) -> bytes:

@@ -133,7 +133,7 @@ class RecordProcessor(kcl.RecordProcessorBase):  # type: ignore[misc]
             delivery.stats, dead_lettered=collections.Counter(delivery.stats.dead_lettered)
         )
         if self._telemetry is not None:
-            newest = int(raws[-1].timestamp_millis)
+            newest = _to_record(raws[-1]).arrival_millis
             self._telemetry.batch_arrived(len(raws), _millis_behind(process_records_input), newest)
         rejected: list[DeadLetter] = []
         mapped = _Mapped(mapper, raws, rejected, stream=self._stream, shard_id=self.shard_id)
@@ -266,7 +266,9 @@ def _outcome(before: DeliveryStats, after: DeliveryStats) -> BatchOutcome:
 
 
 def _to_record(raw: Any) -> KinesisRecord:
-    """Translate amazon-kclpy's record (base64 data, ms timestamps) into ours."""
+    """Ours as it is (consumer.protocol's), or amazon-kclpy's (base64 data, ms timestamps)."""
+    if type(raw) is KinesisRecord:
+        return raw
     return KinesisRecord(
         # What base64.b64decode does with text, without its per-call checks of the argument.
         data=binascii.a2b_base64(raw.data),

@@ -4,6 +4,10 @@ And the two together on their way to PostHog (:class:`Pending`).
 
 They live apart from any stage so that every stage (mapping, delivery, dead letters,
 the KCL glue) can name them without importing another stage.
+
+Nothing changes them once built, but they are not ``frozen`` dataclasses: those set each
+field through ``object.__setattr__`` and cost three times as much to build (0.6 µs for a
+record), and these are built for every record, three per record.
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class KinesisRecord:
     """The parts of a Kinesis record we use, independent of amazon-kclpy's classes."""
 
@@ -22,7 +26,7 @@ class KinesisRecord:
     arrival_millis: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class MappedEvent:
     """One event ready for a batch: its uuid and its compact JSON encoding."""
 
@@ -30,7 +34,7 @@ class MappedEvent:
     payload: bytes
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Pending:
     """An event on its way, with the record it came from (for dead-lettering)."""
 

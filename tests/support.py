@@ -6,6 +6,7 @@ every end-to-end module shares, and one way to wait for deliveries.
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import functools
 import json
@@ -44,6 +45,22 @@ BASE_PROPERTIES = {
 SettingsFactory = Callable[..., config.Settings]
 RulesFactory = Callable[..., MappingRules]
 RecordFactory = Callable[..., KinesisRecord]
+
+
+class InlineExecutor(concurrent.futures.Executor):
+    """Runs each call as it is submitted: delivery's sender thread made synchronous.
+
+    For tests that count exactly what was mapped when each request went out; the real
+    overlap (the next batch mapped while one is in flight) is tested with the thread.
+    """
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+        future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        try:
+            future.set_result(fn(*args, **kwargs))
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller, as a thread would
+            future.set_exception(exc)
+        return future
 
 
 class ScriptedTransport:

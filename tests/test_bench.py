@@ -90,16 +90,14 @@ def test_every_floor_decoder_reads_the_lines() -> None:
         assert floor.seconds(name, lines) > 0
 
 
-@pytest.mark.parametrize("contender", [OURS, "ours-own-loop"])
-def test_a_shard_process_is_driven_to_the_last_checkpoint(tmp_path: Path, contender: str) -> None:
-    """Ours (and ours reading its lines itself), started as the daemon starts it and fed two
-    messages, delivers every event to the minimal server and checkpoints the last record;
-    its peak RSS is read from /proc."""
+def test_a_shard_process_is_driven_to_the_last_checkpoint(tmp_path: Path) -> None:
+    """Ours, started as the daemon starts it and fed two messages, delivers every event to
+    the minimal server and checkpoints the last record; its peak RSS is read from /proc."""
     server = MinimalServer(tmp_path / "server.log", API_KEY)
     try:
         workload = Workload(messages.workload(2, 30), 60)
         run = run_shard(
-            CONTENDERS[contender].argv,
+            CONTENDERS[OURS].argv,
             shard_env(write_properties(tmp_path, server), {}),
             workload.lines,
             records=workload.records,

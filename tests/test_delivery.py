@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -19,7 +20,7 @@ from consumer.errors import (
 from consumer.mapping import Mapper
 from consumer.retry import RetryPolicy
 from consumer.sender import Sender
-from tests.support import RecordFactory, RulesFactory, ScriptedTransport
+from tests.support import InlineExecutor, RecordFactory, RulesFactory, ScriptedTransport
 
 
 class MemorySink:
@@ -98,6 +99,7 @@ def delivery(
         max_events=kw.get("max_events", 100),
         max_bytes=kw.get("max_bytes", 10**6),
         sleep=sleeps.append,
+        sending=kw.get("sending"),
     )
 
 
@@ -531,12 +533,42 @@ class Counted:
 
 def test_events_are_read_batch_by_batch(make_pending: PendingFactory, sleeps: list[float]) -> None:
     """Each batch is sent once read (with the event after it), before the rest is read:
-    a caller mapping records on demand holds one batch of events, not all of them."""
+    a caller mapping records on demand holds a batch or two of events, not all of them.
+    (Requests run as submitted here; with the sender thread the next batch is read
+    meanwhile, see below.)"""
     transport = ScriptedTransport()
     events = Counted(make_pending(10), transport)
     transport.judge = lambda _batch: events.note()
-    delivery(transport, MemorySink(), sleeps, max_events=4).deliver(events)
+    sending = InlineExecutor()
+    delivery(transport, MemorySink(), sleeps, max_events=4, sending=sending).deliver(events)
     assert events.taken_at_request == [5, 9, 10]
+    assert [len(n) for n in names(transport)] == [4, 4, 2]
+
+
+def test_the_next_batch_is_made_while_one_is_in_flight(
+    make_pending: PendingFactory, sleeps: list[float]
+) -> None:
+    """With the sender thread, PostHog's first request waits until the next batch is read
+    (a delivery that read nothing meanwhile would leave it waiting, and fail here)."""
+    transport = ScriptedTransport()
+    events = Counted(make_pending(10), transport)
+    next_batch_read = threading.Event()
+    seen: list[bool] = []
+
+    def judge(_batch: list[dict[str, Any]]) -> int:
+        if not seen:  # the first request: items 0-3 sent, 4 read to close the batch
+            seen.append(next_batch_read.wait(timeout=10))
+        return 200
+
+    def taking() -> Iterator[Pending]:
+        for number, item in enumerate(events, start=1):
+            if number == 9:  # the event after the second batch: that batch is made
+                next_batch_read.set()
+            yield item
+
+    transport.judge = judge
+    delivery(transport, MemorySink(), sleeps, max_events=4).deliver(taking())
+    assert seen == [True]
     assert [len(n) for n in names(transport)] == [4, 4, 2]
 
 

@@ -346,10 +346,10 @@ class TestLastResortGuard:
     ) -> None:
         """Any other Exception is unmappable; the detail names it but never quotes it."""
 
-        def fail(_data: bytes) -> dict[str, Any]:
+        def fail(_data: bytes) -> mapping.Read:
             raise error
 
-        monkeypatch.setattr(mapping, "decode", fail)
+        monkeypatch.setattr(mapping, "read", fail)
         with pytest.raises(RecordError) as caught:
             Mapper(rules_of(), SHARD).map(record_of("{}"))
         assert caught.value.reason == "unmappable"
@@ -370,10 +370,10 @@ class TestLastResortGuard:
     ) -> None:
         """MemoryError and BaseExceptions are not turned into dead letters."""
 
-        def fail(_data: bytes) -> dict[str, Any]:
+        def fail(_data: bytes) -> mapping.Read:
             raise error
 
-        monkeypatch.setattr(mapping, "decode", fail)
+        monkeypatch.setattr(mapping, "read", fail)
         with pytest.raises(type(error)):
             Mapper(rules_of(), SHARD).map(record_of("{}"))
 
@@ -839,3 +839,54 @@ def test_the_pinned_orjson_writes_jsons_bytes_for_edge_numbers(value: Any) -> No
     small = isinstance(value, float) and 0 < abs(value) < 1e-4
     expected = json.dumps(event, separators=(",", ":"), ensure_ascii=False).encode()
     assert mapping.encode_event(event, small_floats=small) == expected
+
+
+# Numbers spelled every way JSON allows, around where check_sendable has work to do.
+number_spellings = st.builds(
+    lambda sign, whole, fraction, exponent: f"{sign}{whole}{fraction}{exponent}",
+    st.sampled_from(["", "-"]),
+    st.sampled_from(["0", "1", "9", "12345678901234567", "123456789012345678"]),
+    st.sampled_from(["", ".0", ".00001", ".0001", ".5", ".000099", ".00000"]),
+    st.sampled_from(["", "e5", "e-5", "E-5", "e+3", "E-400", "e-4", "e308", "e-0", "E0"]),
+)
+
+
+@PROPERTY_SETTINGS
+@given(
+    inner=json_texts
+    | number_spellings
+    | st.lists(number_spellings, max_size=4).map(lambda items: "[" + ",".join(items) + "]")
+    | st.integers(min_value=115, max_value=135).map(deep),
+    include_all=st.booleans(),
+)
+def test_plain_records_need_no_number_or_depth_check(inner: str, include_all: bool) -> None:
+    """When read() calls a record plain, check_sendable would find nothing, however it is mapped."""
+    try:
+        document, plain = mapping.read(('{"v": ' + inner + "}").encode())
+    except RecordError:
+        return
+    if not plain:
+        return
+    # All of the record, or one value of it mapped under "properties".
+    properties = dict(document) if include_all else {"mapped": document["v"]}
+    assert capture_rules.check_sendable(properties) == capture_rules.NOTHING_TO_ADJUST
+
+
+@pytest.mark.parametrize(
+    ("text", "plain"),
+    [
+        ('{"a": 1, "b": [2.5, "x"], "c": {"d": true}}', True),  # the common record
+        ('{"f": 0.00001}', False),  # a small float, positional
+        ('{"f": 1e-5}', False),  # a small float, exponent
+        ('{"f": 1E-5}', False),  # upper case exponent
+        ('{"s": "see 1e-5"}', False),  # the spelling in a string: checked, to be safe
+        ('{"f": 1e5}', True),  # a positive exponent cannot make a small float
+        ('{"n": 123456789012345678}', True),  # 18 digits: within 64 bits
+        ('{"n": 1234567890123456789}', False),  # 19 digits: read by json, checked
+        ('{"d": ' + deep(capture_rules.PLAIN_MAX_CONTAINERS - 1) + "}", True),  # at the bound
+        ('{"d": ' + deep(capture_rules.PLAIN_MAX_CONTAINERS) + "}", False),  # one past it
+    ],
+)
+def test_plain_records(text: str, plain: bool) -> None:
+    """plain: the record's text alone shows there is no number or nesting to check."""
+    assert mapping.read(text.encode())[1] is plain

@@ -16,12 +16,13 @@ from typing import Any, cast
 import pytest
 from amazon_kclpy import kcl
 
+from consumer import delivery as delivery_module
 from consumer.delivery import Delivery, DeliveryStats
 from consumer.exits import ExitStatus
 from consumer.mapping import Mapper
 from consumer.record import KinesisRecord, MappedEvent, Pending
 from consumer.wiring import build_processor
-from tests.support import ScriptedTransport, SettingsFactory
+from tests.support import InlineExecutor, ScriptedTransport, SettingsFactory
 
 SHARD = "shardId-000000000003"
 
@@ -363,9 +364,13 @@ class CountingMapper:
         return self.mapper.map(item)
 
 
-def test_records_are_mapped_as_batches_are_sent(small_batches: Any) -> None:
+def test_records_are_mapped_as_batches_are_sent(
+    small_batches: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Each request goes out once its records (and the one after) are mapped, not after all:
-    a call of 10,000 records holds one batch of events at a time."""
+    a call of 10,000 records holds a batch or two of events at a time. (Requests run as
+    submitted here, for exact counts; tests/test_delivery.py tests the sender thread.)"""
+    monkeypatch.setattr(delivery_module, "ThreadPoolExecutor", lambda **_: InlineExecutor())
     mappers: list[CountingMapper] = []
     mapped_at_request: list[int] = []
 

@@ -10,8 +10,6 @@ microseconds per record and peak RSS:
 * ours (``python -m consumer``) against the minimal server (scripts/bench/server.py) and
   against the capture stand-in (local/standin.py: it checks every event as PostHog's
   capture does, on the same CPUs);
-* ours reading the daemon's lines itself (scripts/bench/ownloop.py), what
-  consumer/__main__.py would run instead of amazon-kclpy's loop;
 * a processor POSTing each record, and one handing the events to posthog-python and
   flushing before each checkpoint (scripts/bench/alternatives.py);
 * with ``--baseline DIR``, ours as another checkout has it; with ``--ours-with

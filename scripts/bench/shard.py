@@ -54,8 +54,6 @@ def _alternative(kind: str) -> Contender:
 # executableName's default (consumer/launcher.py) starts ours.
 CONTENDERS = {
     OURS: Contender(OURS, (sys.executable, "-m", "consumer")),
-    # What ours would do reading the daemon's lines itself (consumer/__main__.py's loop).
-    "ours-own-loop": Contender("ours-own-loop", (sys.executable, "-m", "scripts.bench.ownloop")),
     "per-record": _alternative("per-record"),
     "posthog-python": _alternative("posthog-python"),
 }
