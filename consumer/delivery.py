@@ -31,9 +31,10 @@ Batches go out one at a time, in order, each answered before the next is sent. T
 are read as batches are cut, so a caller may map records on demand. While PostHog has a
 batch (gzipped and posted on a sender thread: zlib and the socket release the GIL), the
 next batch is cut here, so the mapping of one batch overlaps the round trip of the one
-before: about 12% more records per second in ``./run.sh bench``. At most two batches of
-events are held at a time, never a whole ``processRecords`` call's; nothing about the
-order or the answers changes (a refused batch is bisected as before, one request at a time).
+before: about 12% more records per second in ``./run.sh bench``. While PostHog accepts
+every batch, at most two batches of events are held at a time (after a refusal, the rest
+of the call is mapped and held, to be bisected); nothing about the order or the answers
+changes (a refused batch is bisected as before, one request at a time).
 """
 
 from __future__ import annotations

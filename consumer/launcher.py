@@ -46,8 +46,12 @@ KCL_DEFAULTS = {
     "shutdownGraceMillis": "20000",
 }
 # Java flags: a modest fixed heap (the daemon only moves records between Kinesis and
-# the children) and exit on OOM so the orchestrator restarts the task.
-JVM_OPTIONS = ("-Xms128m", "-Xmx512m", "-XX:+ExitOnOutOfMemoryError")
+# the children), exit on OOM so the orchestrator restarts the task, and UTF-8 on the
+# shard processes' pipes: the daemon writes to them through an OutputStreamWriter in the
+# JVM's default charset, which Java 17 takes from the locale (a partition key "café"
+# would reach a shard process as Latin-1 under an 8-bit locale), and consumer/protocol.py
+# reads UTF-8.
+JVM_OPTIONS = ("-Xms128m", "-Xmx512m", "-XX:+ExitOnOutOfMemoryError", "-Dfile.encoding=UTF-8")
 
 
 # What the daemon waits for before its first record (KCL 3.1.3's Scheduler and

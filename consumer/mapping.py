@@ -327,7 +327,7 @@ class Mapper:
                 distinct_id=distinct_id,
                 number_growth=numbers.growth,
             )
-        return MappedEvent(uuid=identifier, payload=encoded)
+        return MappedEvent(identifier, encoded)  # positional: cheaper per record
 
     def _distinct_id(self, document: Any, properties: dict[str, Any], record: KinesisRecord) -> str:
         rules = self._rules

@@ -41,10 +41,10 @@ class KeyPath:
         """Return the value at this path, or ``MISSING`` when any step does not exist."""
         current = document
         for segment in self.segments:
-            if isinstance(current, dict):
-                if segment not in current:
+            if type(current) is dict or isinstance(current, dict):  # JSON objects: dict itself
+                current = current.get(segment, MISSING)
+                if current is MISSING:
                     return MISSING
-                current = current[segment]
             elif isinstance(current, list) and segment.isascii() and segment.isdigit():
                 index = int(segment)
                 if index >= len(current):

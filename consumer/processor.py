@@ -120,10 +120,11 @@ class RecordProcessor(kcl.RecordProcessorBase):  # type: ignore[misc]
     def process_records(self, process_records_input: Any) -> None:
         """Map, deliver, and checkpoint on cadence.
 
-        Records are mapped as delivery cuts them into batches, so one batch of events
-        is held at a time, not the whole call's. The position moves only once delivery
-        has returned (every event accepted or dead-lettered), the records the mapper
-        refused were dead-lettered, and every record of the call was read doing so.
+        Records are mapped as delivery cuts them into batches (the next while PostHog
+        has one), so a batch or two of events is held at a time, not the whole call's.
+        The position moves only once delivery has returned (every event accepted or
+        dead-lettered), the records the mapper refused were dead-lettered, and every
+        record of the call was read doing so.
         """
         mapper, delivery, keeper = self._parts()
         raws = process_records_input.records

@@ -17,6 +17,7 @@ from consumer.config import PROPERTIES_ENV
 from consumer.exits import ExitStatus
 from consumer.propfile import format_properties
 from local.emulators import LOCAL_ENV, free_port
+from scripts.bench import messages
 from tests.support import BASE_PROPERTIES
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -194,3 +195,39 @@ def test_shard_process_leaves_stopping_to_the_daemon(tmp_path: Path, signum: int
             assert child.wait(30) == ExitStatus.OK
         finally:
             child.kill()
+
+
+def test_a_message_the_shard_process_cannot_read_stops_it_as_an_error(tmp_path: Path) -> None:
+    """A record the daemon would never write (its data no base64): exit 70 and a critical
+    line naming the shard, as any unexpected error; nothing is answered or checkpointed."""
+    properties = tmp_path / "worker.properties"
+    properties.write_text(format_properties(BASE_PROPERTIES), encoding="utf-8")
+    lines = messages.initialize("shardId-000000000007") + messages.process_records([])
+    bad = lines.replace('"records":[]', '"records":[' + _record_with_data("abcde") + "]")
+    done = subprocess.run(
+        [sys.executable, "-m", "consumer", "process"],
+        cwd=ROOT,
+        env={**os.environ, PROPERTIES_ENV: str(properties), "LOG_FORMAT": "json"},
+        input=bad.encode(),
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == ExitStatus.UNEXPECTED
+    assert b'"responseFor": "processRecords"' not in done.stdout
+    assert b"checkpoint" not in done.stdout
+    logged = [json.loads(line) for line in done.stderr.decode().splitlines() if line.strip()]
+    critical = [entry for entry in logged if entry.get("level") == "CRITICAL"]
+    assert len(critical) == 1
+    assert "shardId-000000000007" in critical[0]["message"]
+    assert "reading the daemon's messages" in critical[0]["message"]
+
+
+def _record_with_data(data: str) -> str:
+    """One record as the daemon writes it, but with ``data`` as given (not base64)."""
+    record = messages.process_records(
+        [messages.DaemonRecord(b"{}", "pk", messages.sequence_number(1), 0, 1)]
+    )
+    fields = json.loads(record)["records"][0]
+    fields["data"] = data
+    return json.dumps(fields, separators=(",", ":"))

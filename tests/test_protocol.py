@@ -10,6 +10,8 @@ the loop ended must be the same.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import dataclasses
 import io
 import json
@@ -22,7 +24,7 @@ from typing import Any
 import hypothesis
 import orjson
 import pytest
-from amazon_kclpy import kcl
+from amazon_kclpy import dispatch, kcl
 from amazon_kclpy.checkpoint_error import CheckpointError
 from amazon_kclpy.v3 import processor as v3
 from hypothesis import given
@@ -441,7 +443,14 @@ def test_a_line_read_in_parts_is_the_line_read_whole(
 ) -> None:
     """Every record, every field, the same as a whole decoding, whatever the keys hold."""
     line = messages.process_records(records, millis_behind_latest=behind).encode()
-    assert protocol._process_records_in_parts(line) == whole(line)
+    parts = protocol._process_records_in_parts(line)
+    assert parts == whole(line)
+    # And what amazon-kclpy itself reads from the line (KCLProcess's decoding).
+    kclpy = json.loads(line, object_hook=dispatch.message_decode)
+    assert [_as_processed(record) for record in kclpy.records] == [
+        dataclasses.astuple(record) for record in parts["records"]
+    ]
+    assert kclpy.millis_behind_latest == parts["millisBehindLatest"] == behind
 
 
 @pytest.mark.parametrize(
@@ -489,6 +498,18 @@ def test_a_line_read_in_parts_is_the_line_read_whole(
             '"sequenceNumber":"1","approximateArrivalTimestamp":1,"subSequenceNumber":0,'
             '"action":"record"}'
         ),
+        # a comma with nothing after it, which a whole decoding refuses
+        (
+            '{"action":"processRecords","records":[{"data":"","partitionKey":"k",'
+            '"sequenceNumber":"1","approximateArrivalTimestamp":1,"subSequenceNumber":0,'
+            '"action":"record"}],}'
+        ),
+        # a partition key that is no text (deep enough, a whole decoding refuses it)
+        (
+            '{"action":"processRecords","records":[{"data":"","partitionKey":[[[]]],'
+            '"sequenceNumber":"1","approximateArrivalTimestamp":1,"subSequenceNumber":0,'
+            '"action":"record"}],"millisBehindLatest":0}'
+        ),
         # no records
         '{"action":"processRecords","records":[],"millisBehindLatest":0}',
     ],
@@ -496,3 +517,24 @@ def test_a_line_read_in_parts_is_the_line_read_whole(
 def test_lines_the_daemon_does_not_write_are_decoded_whole(text: str) -> None:
     """Anything but the daemon's own layout takes the whole decoding, with its outcome."""
     assert protocol._process_records_in_parts(text.encode()) is None
+
+
+base64_texts = (
+    st.binary(max_size=48).map(lambda data: base64.b64encode(data).decode())  # canonical
+    | st.text(st.sampled_from("ABCDQRxyz019+/=\n -_!é"), max_size=24)  # anything near it
+)
+
+
+@hypothesis.settings(max_examples=500, deadline=None)
+@given(text=base64_texts)
+def test_base64_is_read_as_binascii_reads_it(text: str) -> None:
+    """pybase64 where it validates the text, binascii otherwise: binascii's bytes or refusal."""
+    try:
+        expected: bytes | str = binascii.a2b_base64(text)
+    except ValueError as exc:
+        expected = type(exc).__name__
+    try:
+        actual: bytes | str = protocol.from_base64(text)
+    except ValueError as exc:
+        actual = type(exc).__name__
+    assert actual == expected
