@@ -105,9 +105,15 @@ def _process(properties: str | None) -> int:
     sys.setswitchinterval(GIL_SWITCH_SECONDS)
     # amazon-kclpy's protocol, with the lines read as bytes (KCLProcess.run reads them as
     # text and builds a heavier object per record): consumer/protocol.py.
+    daemon = os.getppid()
     try:
         serve(processor, sys.stdin.buffer, sys.stdout, sys.stderr)
-    except Exception:
+    except Exception as exc:
+        if isinstance(exc, BrokenPipeError) or os.getppid() != daemon:
+            # The daemon died (killed, out of memory) mid-message: nothing was answered,
+            # so nothing of it was checkpointed; the next lease owner reads it again.
+            log.warning("shard %s: the daemon is gone; exiting", processor.shard_id)
+            return ExitStatus.DAEMON_GONE
         # A message this process cannot read (the daemon writes none): as an error in the
         # processor, stop without checkpointing, with the exit status and log of one.
         log.critical(

@@ -49,9 +49,12 @@ KCL_DEFAULTS = {
 # the children), exit on OOM so the orchestrator restarts the task, and UTF-8 on the
 # shard processes' pipes: the daemon writes to them through an OutputStreamWriter in the
 # JVM's default charset, which Java 17 takes from the locale (a partition key "café"
-# would reach a shard process as Latin-1 under an 8-bit locale), and consumer/protocol.py
-# reads UTF-8.
+# would reach a shard process as "caf?" under the C locale, as Latin-1 under an 8-bit
+# one), and consumer/protocol.py reads UTF-8.
 JVM_OPTIONS = ("-Xms128m", "-Xmx512m", "-XX:+ExitOnOutOfMemoryError", "-Dfile.encoding=UTF-8")
+# ... and the shard processes' side of the pipes in UTF-8 too, whatever the locale
+# (Python's UTF-8 mode: stdout, stderr and the log lines the daemon echoes).
+PYTHON_UTF8_ENV = "PYTHONUTF8"
 
 
 # What the daemon waits for before its first record (KCL 3.1.3's Scheduler and
@@ -175,6 +178,7 @@ def prepare(properties_path: Path, environ: Mapping[str, str], workdir: Path) ->
     env = dict(environ)
     log_format = logs.resolve_format(environ, sys.stderr)
     env[logs.LOG_FORMAT_ENV] = log_format  # one format for the daemon and its children
+    env[PYTHON_UTF8_ENV] = "1"  # the shard processes' pipes in UTF-8, as the daemon's
     env[logs.WORKER_ID_ENV] = worker_id
     env[config.PROPERTIES_ENV] = str(effective)
     env[config.API_KEY_ENV] = settings.api_key

@@ -15,8 +15,10 @@ amazon-kclpy makes slow and large:
   processor no longer converts each record again.
 * memory: amazon-kclpy's loop keeps the previous line (7 MB of text for 10,000 records)
   alive while it reads and decodes the next. Here a line is released as soon as it is
-  decoded, and its message once it is answered, so at most one line is in memory (the
-  shard process's peak RSS in ``./run.sh bench``: 62 MiB instead of 70).
+  decoded, and its message once it is answered, so at most one line is in memory; and a
+  ``processRecords`` line is decoded in parts (:func:`_process_records_in_parts`), never
+  all its records' dicts at once (the shard process's peak RSS in ``./run.sh bench``:
+  55 MiB, 68 with amazon-kclpy's loop).
 
 Everything else is still amazon-kclpy's: ``KCLProcess`` builds the writer, the
 ``Checkpointer`` and the adapter for older processor versions; each message is the
@@ -103,10 +105,11 @@ class ShardProcessor(Protocol):
 def from_base64(text: str) -> bytes:
     """What ``binascii.a2b_base64`` reads from ``text``, faster for the daemon's base64.
 
-    pybase64's SIMD decoder reads canonical base64 (what Jackson writes for a ``byte[]``)
-    in 0.4 µs for a 405-byte record, where binascii takes 2.2. Only text it validates
-    is read by it (and for that the bytes are the same); anything else goes to binascii,
-    which reads (or refuses) it as before. (tests/test_protocol.py compares the two.)
+    pybase64's SIMD decoder reads base64 (what Jackson writes for a ``byte[]``) in 0.4 µs
+    for a 405-byte record, where binascii takes 2.2. Only text it validates (the base64
+    alphabet, padded) is read by it, and for that the bytes are binascii's; anything else
+    goes to binascii, which reads (or refuses) it as before. (tests/test_protocol.py
+    compares the two.)
     """
     try:
         return pybase64.b64decode(text, validate=True)
@@ -180,12 +183,12 @@ def _next_action(stdin: IO[bytes]) -> Any:
 
 
 def _process_records_in_parts(line: bytes) -> dict[str, Any] | None:
-    """A ``processRecords`` line as the daemon writes it, read record by record; else None.
+    """A ``processRecords`` line as the daemon writes it, decoded in parts; else None.
 
     Decoding a 10,000-record line at once holds the line, orjson's copy of it and every
-    record's dict together (some 26 MB for 7 MB of text); read a part at a time, each
-    part's dicts are gone once its :class:`KinesisRecord` s are made (a shard process's peak RSS in
-    ``./run.sh bench``: 66 MiB decoding the line whole, 54 MiB this way). The result is what
+    record's dict together (some 26 MB for 7 MB of text); decoded a part (some 64 KB) at
+    a time, each part's dicts are gone once its records are made (a shard process's peak
+    RSS in ``./run.sh bench``: 66 MiB decoding the line whole, 55 MiB this way). The result is what
     ``orjson.loads(line)`` gives, with the records already made: Jackson writes each
     record's fields in one order, ``"action":"record"`` last, and those bytes cannot
     occur inside a record (a quote inside a string is escaped, and no other key ends

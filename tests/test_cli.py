@@ -231,3 +231,31 @@ def _record_with_data(data: str) -> str:
     fields = json.loads(record)["records"][0]
     fields["data"] = data
     return json.dumps(fields, separators=(",", ":"))
+
+
+def test_a_shard_process_whose_daemon_is_gone_exits_75(tmp_path: Path) -> None:
+    """The daemon died (its end of our stdout closed) before an answer: 75 and a warning,
+    not a critical "unexpected error" (nothing was answered, so nothing checkpointed)."""
+    properties = tmp_path / "worker.properties"
+    properties.write_text(format_properties(BASE_PROPERTIES), encoding="utf-8")
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # nobody will read what the shard process answers
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "consumer", "process"],
+            cwd=ROOT,
+            env={**os.environ, PROPERTIES_ENV: str(properties), "LOG_FORMAT": "json"},
+            input=messages.initialize("shardId-000000000009").encode(),
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            timeout=60,
+            check=False,
+        )
+    finally:
+        os.close(write_end)
+    assert done.returncode == ExitStatus.DAEMON_GONE
+    logged = [json.loads(line) for line in done.stderr.decode().splitlines() if line.strip()]
+    assert [entry["level"] for entry in logged if entry["level"] in ("WARNING", "CRITICAL")] == [
+        "WARNING"
+    ]
+    assert any("the daemon is gone" in entry["message"] for entry in logged)

@@ -41,6 +41,10 @@ def test_prepare(tmp_path: Path) -> None:
     assert DAEMON_CLASS in argv
     assert argv[argv.index("--properties-file") + 1] == str(effective)
     assert settings.stream_name == "prod"
+    # Both ends of the shard processes' pipes in UTF-8, whatever the locale: the daemon
+    # writes (and reads) in the JVM's default charset, Python in the locale's.
+    assert "-Dfile.encoding=UTF-8" in argv[: argv.index(DAEMON_CLASS)]
+    assert env["PYTHONUTF8"] == "1"
 
 
 def test_the_daemon_reads_the_values_we_checked(tmp_path: Path) -> None:

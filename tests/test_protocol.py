@@ -20,6 +20,7 @@ import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import hypothesis
 import orjson
@@ -437,13 +438,21 @@ def whole(line: bytes) -> dict[str, Any]:
 
 
 @hypothesis.settings(max_examples=300, deadline=None)
-@given(records=st.lists(daemon_records, min_size=1, max_size=6), behind=st.integers(0, 10**9))
+@given(
+    records=st.lists(daemon_records, min_size=1, max_size=6),
+    behind=st.integers(0, 10**9),
+    # Parts of one record each, of a few, and all in one (PART_BYTES, 64 KB, is more than
+    # these lines): every place a line can be cut.
+    part_bytes=st.sampled_from([0, 40, 150, protocol.PART_BYTES]),
+)
 def test_a_line_read_in_parts_is_the_line_read_whole(
-    records: list[messages.DaemonRecord], behind: int
+    records: list[messages.DaemonRecord], behind: int, part_bytes: int
 ) -> None:
     """Every record, every field, the same as a whole decoding, whatever the keys hold."""
     line = messages.process_records(records, millis_behind_latest=behind).encode()
-    parts = protocol._process_records_in_parts(line)
+    with mock.patch.object(protocol, "PART_BYTES", part_bytes):
+        parts = protocol._process_records_in_parts(line)
+    assert parts is not None
     assert parts == whole(line)
     # And what amazon-kclpy itself reads from the line (KCLProcess's decoding).
     kclpy = json.loads(line, object_hook=dispatch.message_decode)
