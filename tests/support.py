@@ -24,7 +24,8 @@ from consumer import config, wiring
 from consumer.capture_rules import DOUBLE_OVERFLOW_INT, MAX_EVENT_BYTES, MAX_EVENT_DEPTH
 from consumer.deadletter import DeadLetter
 from consumer.errors import ConfigError, RecordError
-from consumer.mapping import REASONS, Mapper, MappingRules, event_uuid
+from consumer.event_ids import event_uuid
+from consumer.mapping import REASONS, Mapper, MappingRules
 from consumer.record import KinesisRecord, MappedEvent
 from local import harness, kpl
 from local.capture_rules import FILTERED_EVENT_NAMES

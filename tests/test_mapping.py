@@ -11,7 +11,6 @@ from __future__ import annotations
 import ast
 import gzip
 import json
-import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -787,26 +786,6 @@ def test_encode_event_writes_json_dumps_bytes(properties: dict[str, Any]) -> Non
 def test_small_floats_are_found(value: float, small: bool) -> None:
     """The floats json.dumps writes with an exponent below 1e-4 are the ones flagged."""
     assert capture_rules.check_sendable({"n": [value]}).small_floats is small
-
-
-@PROPERTY_SETTINGS
-@given(
-    stream=st.text(any_char, max_size=8),
-    shard=st.text(any_char, max_size=8),
-    sequence=st.from_regex(r"[0-9]{1,56}", fullmatch=True),
-    sub=st.integers(min_value=0, max_value=2**31),
-)
-def test_event_uuid_is_uuid5(stream: str, shard: str, sequence: str, sub: int) -> None:
-    """event_uuid gives str(uuid.uuid5(...)) of the same name, the text every replay relies on."""
-    record = KinesisRecord(b"{}", "pk", sequence, sub, 0)
-    name = f"{stream}/{shard}/{sequence}/{sub}"
-    try:
-        expected = str(uuid.uuid5(mapping.UUID_NAMESPACE, name))
-    except UnicodeEncodeError:
-        with pytest.raises(UnicodeEncodeError):
-            mapping.event_uuid(stream, shard, record)
-        return
-    assert mapping.event_uuid(stream, shard, record) == expected
 
 
 @PROPERTY_SETTINGS

@@ -26,9 +26,10 @@ from consumer import config, wiring
 from consumer.batching import encode_body
 from consumer.deadletter import DeadLetter, FileSink
 from consumer.errors import ConfigError, DependencyError
+from consumer.event_ids import event_uuid
 from consumer.exits import ExitStatus
 from consumer.kinesis_sink import KinesisSink
-from consumer.mapping import Mapper, event_uuid
+from consumer.mapping import Mapper
 from consumer.record import KinesisRecord
 from consumer.redrive import redrive, stream_entries
 from consumer.sender import BATCH_PATH, Response

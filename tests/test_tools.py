@@ -14,10 +14,10 @@ import pytest
 from consumer import __main__ as cli
 from consumer.deadletter import DeadLetter, FileSink
 from consumer.errors import ConfigError
+from consumer.event_ids import event_uuid
 from consumer.exits import ExitStatus
 from consumer.health import StateFile, state_dir
 from consumer.kinesis_sink import KINESIS_RECORD_MAX_BYTES, KinesisSink
-from consumer.mapping import event_uuid
 from consumer.record import KinesisRecord
 from consumer.tools import check, health_check, preview
 from local import harness
