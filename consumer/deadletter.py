@@ -119,7 +119,7 @@ class DeadLetter:
     def from_json(cls, document: Mapping[str, Any], *, dataless_reason: str) -> DeadLetter:
         """The entry :meth:`to_json` wrote, from its JSON object, decoded by the caller.
 
-        (:func:`consumer.mapping.decode` reads an entry as the sinks write it, gzipped or
+        (:func:`consumer.decoding.decode` reads an entry as the sinks write it, gzipped or
         not; it sits above this module.) An entry whose reason is ``dataless_reason`` and
         that has no ``data`` (the Kinesis sink's stand-in for one too large to store:
         :data:`consumer.kinesis_sink.TOO_LARGE_REASON`) comes back as it was read: its

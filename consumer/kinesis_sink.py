@@ -4,7 +4,7 @@
 stream (served by the local emulator too), within every PutRecords limit (see the
 constants below). An entry whose JSON is over the record limit is gzipped; this
 consumer (and ``preview``) read gzip records transparently, up to
-:data:`consumer.mapping.MAX_DECOMPRESSED_BYTES` inflated, so nothing larger is gzipped.
+:data:`consumer.decoding.MAX_DECOMPRESSED_BYTES` inflated, so nothing larger is gzipped.
 An entry that does not fit even gzipped (a record of incompressible data near or over
 1 MiB: its base64 is a third larger) is written without its bytes, as::
 
@@ -36,8 +36,8 @@ from typing import TYPE_CHECKING, Any
 
 from consumer.batching import runs
 from consumer.deadletter import DETAIL_MAX_CHARS, DeadLetter, clip
+from consumer.decoding import MAX_DECOMPRESSED_BYTES
 from consumer.errors import DeadLetterError
-from consumer.mapping import MAX_DECOMPRESSED_BYTES
 
 if TYPE_CHECKING:
     from mypy_boto3_kinesis import KinesisClient

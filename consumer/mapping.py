@@ -26,8 +26,6 @@ from __future__ import annotations
 
 import enum
 import json
-import sys
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,35 +33,13 @@ from typing import Any
 import orjson
 
 from consumer import capture_rules, paths
+from consumer.decoding import has_long_digit_run, plain_values, read, read_plainly
 from consumer.errors import RecordError
 from consumer.event_ids import EventIds
 from consumer.record import KinesisRecord, MappedEvent
 from consumer.timestamps import arrival_time, event_time
 
-# A gzip record may not inflate past this; guards against decompression bombs. A Kinesis
-# record is at most 1 MiB and an event at most capture_rules.MAX_EVENT_BYTES, so a record
-# that inflates past twice the larger is no event we could send. At some 27 bytes of
-# Python objects per byte of JSON (see Mapper.map), 2 MiB of "[],[],..." costs about
-# 55 MB to decode.
-MAX_DECOMPRESSED_BYTES = 2 * 1024 * 1024
-GZIP_MAGIC = b"\x1f\x8b"
 LIB_NAME = "kinesis-posthog"
-# Records with at least this many '[' and '{' (in strings too) are read by the json module
-# alone: such a record may nest as deep, and json's reading of deep nesting depends on the
-# recursion limit (1000 frames in all), where orjson's does not. Far above what capture
-# reads (capture_rules.MAX_EVENT_DEPTH, 125) and far below where json gives up.
-FAST_MAX_BRACKETS = 256
-# A run of this many digits is where an integer beyond 64 bits could be (2**63 has 19
-# digits), which orjson would read as a float; such records are read by json alone.
-_LONG_INTEGER_DIGITS = 19
-_LONG_DIGIT_RUN = b"0" * _LONG_INTEGER_DIGITS
-# All looked for in one copy: every digit becomes "0", every "{" a "[", every "E" an "e".
-_MARKS = bytes.maketrans(b"0123456789{E", b"0000000000[e")
-# How a float with 0 < |x| < 1e-4 is spelled in JSON: with a negative exponent (looked
-# for in the marked copy, see read) or positionally (in the text itself).
-_SMALL_EXPONENT = b"0e-"
-_SMALL_POSITIONAL = b"0.0000"
-
 REASONS = frozenset(
     {
         "not_utf8",
@@ -119,96 +95,6 @@ class MappingRules:
     include_all_properties: bool
 
 
-def decode(data: bytes) -> dict[str, Any]:
-    """Decode record bytes (optionally gzip-compressed) into a JSON object."""
-    return read(data)[0]
-
-
-# A record's JSON object, and whether its text alone proves that capture_rules.check_sendable
-# of any properties made from it returns NOTHING_TO_ADJUST (see read): the mapper then
-# skips that walk over every value. A plain tuple: a NamedTuple costs 0.6 µs to build.
-Read = tuple[dict[str, Any], bool]
-
-
-def read(data: bytes) -> Read:
-    """Decode record bytes (optionally gzip-compressed) into a JSON object.
-
-    What the json module reads, by orjson (about 3x faster) where that is provably the
-    same, else by the json module itself, whose refusals give each reason and detail.
-
-    orjson and json read JSON to the same values (types, key order, last duplicate key
-    wins, floats correctly rounded) but for: an integer beyond 64 bits (a float in
-    orjson); nesting json cannot read (RecursionError near 1000 levels, less the caller's
-    stack; orjson reads 1024); and what orjson refuses (lone surrogate escapes, NaN,
-    numbers beyond a double, a byte order mark, invalid JSON or UTF-8), which json may
-    read or refuse in words of its own. So orjson reads only text without a run of 19
-    digits (2**63 has 19) and with fewer than :data:`FAST_MAX_BRACKETS` brackets, and
-    only if it reads it at all; having read it, the text is valid UTF-8 (orjson checks
-    as strictly as Python's codec). (tests/test_mapping.py compares the two on
-    arbitrary records.)
-
-    Such a document is ``plain`` when its text also proves what check_sendable would
-    find: no integer beyond 64 bits (no 19-digit run), nothing infinite or NaN (orjson
-    refuses them), no float with 0 < |x| < 1e-4 (such a literal is spelled with a
-    negative exponent, "<digit>e-", or positionally, "0.0000"), and no nesting beyond
-    capture's (few enough brackets).
-    """
-    if data[:2] == GZIP_MAGIC:
-        data = _gunzip(data)
-    marked = data.translate(_MARKS)
-    brackets = marked.count(b"[")
-    if brackets < FAST_MAX_BRACKETS and _LONG_DIGIT_RUN not in marked:
-        try:
-            document = orjson.loads(data)
-        except orjson.JSONDecodeError:
-            pass
-        else:
-            plain = (
-                brackets <= capture_rules.PLAIN_MAX_CONTAINERS
-                and _SMALL_EXPONENT not in marked
-                and _SMALL_POSITIONAL not in data
-            )
-            return _object(document), plain
-    try:
-        text = data.decode("utf-8")  # strict, as orjson reads: the same not_utf8 either way
-    except UnicodeDecodeError as exc:
-        raise RecordError("not_utf8", f"byte {exc.start} is not valid UTF-8") from exc
-    return _object(_json_loads(text)), False
-
-
-def _object(document: Any) -> dict[str, Any]:
-    if not isinstance(document, dict):
-        raise RecordError(
-            "not_object", f"top-level JSON is {type(document).__name__}, not an object"
-        )
-    return document
-
-
-def _json_loads(text: str) -> Any:
-    """The json module's reading of ``text``; its refusals become RecordErrors with reasons."""
-    try:
-        return json.loads(text, parse_constant=_reject_constant)
-    except json.JSONDecodeError as exc:
-        raise RecordError("not_json", f"{exc.msg} at line {exc.lineno} column {exc.colno}") from exc
-    except _NotJsonConstantError as exc:
-        raise RecordError("not_json", str(exc)) from exc
-    except RecursionError as exc:
-        # The C decoder counts nesting against Python's recursion limit (about 1000,
-        # less what is on the stack): far deeper than capture_rules.MAX_EVENT_DEPTH, so
-        # such a record gets the same reason as one that decodes but nests too deep to send.
-        raise RecordError(
-            "too_deep", f"nesting exceeds what Python's JSON decoder reads ({exc})"
-        ) from exc
-    except ValueError as exc:
-        # The decoder's only other ValueError: an integer literal longer than Python reads
-        # (sys.get_int_max_str_digits(), 4300 by default, against CVE-2020-10735). Such a
-        # number is far beyond a double, and the record cannot be read at all.
-        raise RecordError(
-            "number_out_of_range",
-            f"an integer has more than {sys.get_int_max_str_digits()} digits, beyond a double",
-        ) from exc
-
-
 class Mapper:
     """Turns records of one shard into events according to :class:`MappingRules`."""
 
@@ -251,16 +137,23 @@ class Mapper:
 
     def _map(self, record: KinesisRecord) -> MappedEvent:
         rules = self._rules
-        document, plain = read(record.data)
-        event_name = capture_rules.event_name(
-            rules.event_key.lookup(document), rules.event_key.text
-        )
-        properties: dict[str, Any] = dict(document) if rules.include_all_properties else {}
-        for mapping in rules.property_mappings:
-            value = mapping.source.lookup(document)
-            if value is not paths.MISSING:
-                properties[mapping.destination] = value
-        distinct_id = self._distinct_id(document, properties, record)
+        data = record.data
+        # Sending only some values, the mapper reads by orjson and looks at those values
+        # (decoding.read_plainly); else, or where that proves nothing, decoding.read.
+        document = None if rules.include_all_properties else read_plainly(data)
+        if document is not None:
+            values = self._values(document)
+            event_raw, properties, distinct_raw, moment_raw = values
+            plain = plain_values((event_raw, distinct_raw, moment_raw)) and plain_values(
+                properties.values()
+            )
+            if not plain and has_long_digit_run(data):
+                document = None  # one of them may be an integer orjson read as a float
+        if document is None:
+            document, plain = read(data)
+            event_raw, properties, distinct_raw, moment_raw = self._values(document)
+        event_name = capture_rules.event_name(event_raw, rules.event_key.text)
+        distinct_id = self._distinct_id(distinct_raw, record)
         properties["distinct_id"] = distinct_id
         properties.update(self._shard_properties)
         properties["$kinesis_sequence_number"] = record.sequence_number
@@ -275,7 +168,7 @@ class Mapper:
             "event": event_name,
             "distinct_id": distinct_id,
             "properties": properties,
-            "timestamp": self._timestamp(document, record),
+            "timestamp": self._timestamp(moment_raw, record),
             "uuid": identifier,
         }
         encoded = encode_event(event, small_floats=numbers.small_floats)
@@ -288,15 +181,33 @@ class Mapper:
             )
         return MappedEvent(identifier, encoded)  # positional: cheaper per record
 
-    def _distinct_id(self, document: Any, properties: dict[str, Any], record: KinesisRecord) -> str:
+    def _values(self, document: dict[str, Any]) -> tuple[Any, dict[str, Any], Any, Any]:
+        """What the rules take from ``document``: event name, properties, distinct id, time.
+
+        Raw, as found (``paths.MISSING`` where absent); the properties are the mapped
+        ones (over the whole record with includeAllProperties), nothing of ours yet.
+        """
         rules = self._rules
+        properties: dict[str, Any] = dict(document) if rules.include_all_properties else {}
+        for mapping in rules.property_mappings:
+            value = mapping.source.lookup(document)
+            if value is not paths.MISSING:
+                properties[mapping.destination] = value
         if rules.distinct_id_key is not None:
-            raw = rules.distinct_id_key.lookup(document)
-            where = rules.distinct_id_key.text
+            distinct_raw = rules.distinct_id_key.lookup(document)
         else:
             # The seed app's way: a mapping whose destination is distinct_id.
-            raw = properties.get("distinct_id", paths.MISSING)
-            where = "distinct_id mapping"
+            distinct_raw = properties.get("distinct_id", paths.MISSING)
+        moment_raw = (
+            paths.MISSING if rules.timestamp_key is None else rules.timestamp_key.lookup(document)
+        )
+        return rules.event_key.lookup(document), properties, distinct_raw, moment_raw
+
+    def _distinct_id(self, raw: Any, record: KinesisRecord) -> str:
+        rules = self._rules
+        where = (
+            "distinct_id mapping" if rules.distinct_id_key is None else rules.distinct_id_key.text
+        )
         value = capture_rules.distinct_id_value(raw, where)
         if value is not None:
             return value
@@ -316,33 +227,12 @@ class Mapper:
             missing += ", and fallbackDistinctId is blank"
         raise RecordError("missing_distinct_id", missing)
 
-    def _timestamp(self, document: Any, record: KinesisRecord) -> str:
-        if self._rules.timestamp_key is not None:
-            moment = event_time(self._rules.timestamp_key.lookup(document))
+    def _timestamp(self, moment_raw: Any, record: KinesisRecord) -> str:
+        if moment_raw is not paths.MISSING:
+            moment = event_time(moment_raw)
             if moment is not None:
                 return moment
         return arrival_time(record.arrival_millis)
-
-
-def _gunzip(data: bytes) -> bytes:
-    inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
-    try:
-        out = inflater.decompress(data, MAX_DECOMPRESSED_BYTES + 1)
-    except zlib.error as exc:
-        raise RecordError("bad_gzip", f"gzip payload is corrupt: {exc}") from exc
-    if len(out) > MAX_DECOMPRESSED_BYTES:
-        raise RecordError("bad_gzip", f"gzip payload inflates past {MAX_DECOMPRESSED_BYTES} bytes")
-    if not inflater.eof:
-        raise RecordError("bad_gzip", "gzip payload is truncated")
-    return out
-
-
-class _NotJsonConstantError(ValueError):
-    """NaN, Infinity or -Infinity: Python reads them, JSON (and PostHog) does not."""
-
-
-def _reject_constant(name: str) -> Any:
-    raise _NotJsonConstantError(f"{name} is not valid JSON")
 
 
 def _unexpected_detail(exc: Exception) -> str:

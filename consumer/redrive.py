@@ -28,6 +28,7 @@ from typing import Any, TextIO
 from consumer import aws, config, preflight, settings_parsers, wiring
 from consumer.batching import runs
 from consumer.deadletter import DeadLetter, DeadLetterKind, DeadLetterTarget
+from consumer.decoding import decode
 from consumer.delivery import Delivery
 from consumer.errors import (
     ConfigError,
@@ -38,7 +39,7 @@ from consumer.errors import (
 )
 from consumer.exits import ExitStatus
 from consumer.kinesis_sink import TOO_LARGE_REASON
-from consumer.mapping import Mapper, MappingRules, decode
+from consumer.mapping import Mapper, MappingRules
 from consumer.record import Pending
 from consumer.sender import Transport
 

@@ -81,6 +81,14 @@ answer's body.
 """
 
 
+@dataclass(frozen=True, slots=True)
+class _Environment:
+    """What the environment says for requests to one URL."""
+
+    proxies: dict[str, str]
+    verify: bool | str | None  # True, or a CA bundle's path
+
+
 class RequestsTransport:
     """The production transport: one keep-alive session, errors translated.
 
@@ -92,6 +100,10 @@ class RequestsTransport:
         """Open the session (connections are made lazily)."""
         self._session = requests.Session()
         self._max_answer_bytes = max_answer_bytes
+        # What the environment says for each URL (proxies, CA bundle), read at its first
+        # request: requests would read it again for every request (about 0.4 ms of CPU
+        # per batch, on the thread the mapper shares the GIL with).
+        self._environment: dict[str, _Environment] = {}
 
     def __call__(
         self, url: str, body: bytes, headers: Mapping[str, str], timeout: float
@@ -99,9 +111,17 @@ class RequestsTransport:
         """POST ``body``; network failures become :class:`RetryableDeliveryError`."""
         # Uncompressed answers, so that the cap counts the bytes we actually hold.
         sent = {"Accept-Encoding": "identity", **headers}
+        environment = self._environment.get(url) or self._read_environment(url)
         try:
             answer = self._session.post(
-                url, data=body, headers=sent, timeout=timeout, allow_redirects=False, stream=True
+                url,
+                data=body,
+                headers=sent,
+                timeout=timeout,
+                allow_redirects=False,
+                stream=True,
+                proxies=environment.proxies,
+                verify=environment.verify,
             )
             try:
                 prefix = _read_prefix(answer, self._max_answer_bytes)
@@ -112,6 +132,21 @@ class RequestsTransport:
         except requests.RequestException as exc:
             raise RetryableDeliveryError(f"cannot reach PostHog: {type(exc).__name__}") from exc
         return Response(answer.status_code, answer.headers, _decode(prefix, answer.encoding))
+
+    def _read_environment(self, url: str) -> _Environment:
+        """The proxies and CA bundle requests takes from the environment for ``url``.
+
+        ``HTTPS_PROXY``/``HTTP_PROXY``/``ALL_PROXY`` with ``NO_PROXY``, and
+        ``REQUESTS_CA_BUNDLE``/``CURL_CA_BUNDLE``, read as requests reads them, once;
+        the session then stops reading the environment (and ``~/.netrc``: PostHog
+        authenticates by the project key in the body).
+        """
+        self._session.trust_env = True
+        settings = self._session.merge_environment_settings(url, {}, None, None, None)
+        self._session.trust_env = False
+        environment = _Environment(dict(settings["proxies"]), settings["verify"])
+        self._environment[url] = environment
+        return environment
 
     def close(self) -> None:
         """Release pooled connections."""

@@ -24,10 +24,11 @@ from typing import TextIO
 
 from consumer import config, health, preflight, wiring
 from consumer.deadletter import DeadLetter
+from consumer.decoding import decode
 from consumer.errors import ConfigError, DependencyError, NotADeadLetterError, RecordError
 from consumer.exits import ExitStatus
 from consumer.kinesis_sink import TOO_LARGE_REASON
-from consumer.mapping import Mapper, decode
+from consumer.mapping import Mapper
 from consumer.record import KinesisRecord
 
 log = logging.getLogger(__name__)

@@ -15,9 +15,9 @@ import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError, ParamValidationError
 
 from consumer.deadletter import DeadLetter
+from consumer.decoding import decode
 from consumer.errors import DeadLetterError
 from consumer.kinesis_sink import KinesisSink
-from consumer.mapping import decode
 from local import harness
 from local.emulators import Emulators
 from tests.support import letter

@@ -9,12 +9,14 @@ test_timestamps.py; the checks every mapped event must pass are in tests/support
 from __future__ import annotations
 
 import ast
+import contextlib
 import gzip
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 from unittest import mock
 
 import hypothesis
@@ -23,10 +25,11 @@ import pytest
 from hypothesis import HealthCheck, given
 from hypothesis import strategies as st
 
-from consumer import capture_rules, config, mapping, wiring
+from consumer import capture_rules, config, decoding, mapping, wiring
 from consumer.capture_rules import DOUBLE_OVERFLOW_INT, MAX_EVENT_BYTES
+from consumer.decoding import MAX_DECOMPRESSED_BYTES
 from consumer.errors import RecordError
-from consumer.mapping import MAX_DECOMPRESSED_BYTES, REASONS, Mapper, MappingRules
+from consumer.mapping import REASONS, Mapper, MappingRules
 from consumer.record import KinesisRecord, MappedEvent
 from consumer.timestamps import format_timestamp
 from tests.support import (
@@ -345,10 +348,12 @@ class TestLastResortGuard:
     ) -> None:
         """Any other Exception is unmappable; the detail names it but never quotes it."""
 
-        def fail(_data: bytes) -> mapping.Read:
+        def fail(_data: bytes) -> NoReturn:
             raise error
 
+        # Both readings: the mapper reads a record either way.
         monkeypatch.setattr(mapping, "read", fail)
+        monkeypatch.setattr(mapping, "read_plainly", fail)
         with pytest.raises(RecordError) as caught:
             Mapper(rules_of(), SHARD).map(record_of("{}"))
         assert caught.value.reason == "unmappable"
@@ -369,10 +374,12 @@ class TestLastResortGuard:
     ) -> None:
         """MemoryError and BaseExceptions are not turned into dead letters."""
 
-        def fail(_data: bytes) -> mapping.Read:
+        def fail(_data: bytes) -> NoReturn:
             raise error
 
+        # Both readings: the mapper reads a record either way.
         monkeypatch.setattr(mapping, "read", fail)
+        monkeypatch.setattr(mapping, "read_plainly", fail)
         with pytest.raises(type(error)):
             Mapper(rules_of(), SHARD).map(record_of("{}"))
 
@@ -623,9 +630,14 @@ class _NoOrjson:
         raise orjson.JSONEncodeError("refused")
 
 
-def json_module_only() -> Any:
+@contextlib.contextmanager
+def json_module_only() -> Iterator[None]:
     """Map as before orjson: the json module reads and writes everything."""
-    return mock.patch.multiple(mapping, orjson=_NoOrjson)
+    with (
+        mock.patch.multiple(mapping, orjson=_NoOrjson),
+        mock.patch.multiple(decoding, orjson=_NoOrjson),
+    ):
+        yield
 
 
 def same_outcome(first: MappedEvent | RecordError, second: MappedEvent | RecordError) -> None:
@@ -659,88 +671,119 @@ def test_events_are_the_json_modules_bytes(
     same_outcome(fast, slow)
 
 
-def typed(value: Any) -> list[str]:
-    """``value`` as tokens showing every type and key order (1 == 1.0 == True in Python).
-
-    Iterative, so that it can walk what nests as deep as the decoders read.
-    """
-    tokens: list[str] = []
-    stack: list[Any] = [value]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, dict):
-            tokens.append(f"dict:{len(item)}")
-            for key, child in reversed(item.items()):
-                stack.extend((child, ("key", key)))
-        elif isinstance(item, list):
-            tokens.append(f"list:{len(item)}")
-            stack.extend(reversed(item))
-        else:
-            tokens.append(f"{type(item).__name__}:{item!r}")
-    return tokens
-
-
-def decoded(data: bytes) -> list[str]:
-    try:
-        return typed(mapping.decode(data))
-    except RecordError as exc:
-        return [exc.reason, exc.detail]
-
-
-json_texts = st.recursive(
-    st.none()
-    | st.booleans()
-    | st.integers()
-    | st.integers(min_value=2**62, max_value=2**66).map(lambda n: n * (-1) ** (n % 2))
-    | st.floats()
-    | st.text(any_char, max_size=6),
-    lambda children: (
-        st.lists(children, max_size=4)
-        | st.dictionaries(st.text(any_char, max_size=4), children, max_size=4)
-    ),
-    max_leaves=16,
-).map(lambda value: to_json(value, ascii_only=True))
-
-
-@PROPERTY_SETTINGS
-@given(
-    text=json_texts
-    | raw_numbers
-    | st.text(st.sampled_from('{}[],:"\\ -.0123456789eEtrufalsn'), max_size=40)
-    | st.integers(min_value=250, max_value=1100).map(deep)
+# Values where the mapper's reading by values (decoding.read_plainly) must step aside:
+# integers orjson reads as floats, floats near 2**63 and below 1e-4, and containers.
+EDGE_LITERALS = (
+    "9223372036854775807",  # i64 max: an int either way
+    "9223372036854775808",  # 2**63: an int in json and orjson (u64)
+    "18446744073709551616",  # 2**64: a float in orjson
+    "-9223372036854775809",  # below i64: orjson's float is exactly -2**63
+    "9.223372036854776e18",  # a float at 2**63
+    "9.2e18",  # a float just below it
+    "1e19",  # a float above it
+    "1e-4",  # the smallest float that needs no check
+    "9.9e-5",  # a small float
+    "0.0",  # zero
+    "-0.0",  # negative zero
+    "5e-324",  # the smallest subnormal
+    '"1234567890123456789"',  # 19 digits in a string
+    '"x"',  # text
+    "true",  # a boolean
+    "null",  # null
 )
-def test_decode_reads_what_the_json_module_reads(text: str) -> None:
-    """Numbers at every edge, nesting, surrogates, broken JSON: the same values, or the same refusal."""
-    data = text.encode("utf-8", "surrogatepass")
-    fast = decoded(data)
+edge_literals = st.sampled_from(EDGE_LITERALS)
+edge_values = st.one_of(
+    edge_literals,
+    edge_literals.map(lambda text: "[" + text + "]"),  # in an array
+    edge_literals.map(lambda text: '{"k":' + text + "}"),  # in an object
+    st.integers().map(str),
+    st.floats(allow_nan=False, allow_infinity=False).map(repr).filter(lambda t: "inf" not in t),
+    st.integers(min_value=1, max_value=4).map(lambda n: "[" * n + "1.5" + "]" * n),
+)
+# Around 2 * FAST_MAX_BRACKETS bytes, with brackets in strings or in nesting.
+edge_padding = st.one_of(
+    st.just('""'),
+    st.integers(min_value=0, max_value=700).map(lambda n: '"' + "x" * n + '"'),
+    st.integers(min_value=200, max_value=300).map(lambda n: '"' + "[" * n + '"'),
+    st.integers(min_value=200, max_value=300).map(deep),
+    st.sampled_from([980, 1000, 1030]).map(deep),  # where json, then orjson, gives up
+    st.just('"' + "7" * 19 + '"'),  # a long digit run elsewhere in the record
+)
+
+
+def by_values_against_json(values: dict[str, str], *, distinct_by_key: bool = True) -> None:
+    """Map a record of these JSON texts both ways; the outcomes must be the same.
+
+    ``values``: "e" (event name), "d" (distinct id), "t" (time), "a" and "b" (mapped
+    properties), "pad" (a value nothing takes).
+    """
+    overrides = {
+        "eventKey": "e",
+        "timestampKey": "t",
+        "additionalPropertyMappings": "p.a:a, p.b:b"
+        + ("" if distinct_by_key else ", d:distinct_id"),
+        "distinctIdKey": "d" if distinct_by_key else "",
+        "missingDistinctId": "fixed",
+        "includeAllProperties": "false",
+    }
+    rules = rules_of(tuple(sorted(overrides.items())))
+    text = (
+        f'{{"e":{values["e"]},"d":{values["d"]},"t":{values["t"]},'
+        f'"p":{{"a":{values["a"]},"b":{values["b"]}}},"pad":{values["pad"]}}}'
+    )
+    record = record_of(text)
+    fast = outcome(rules, record)
     with json_module_only():
-        assert fast == decoded(data)
+        slow = outcome(rules, record)
+    same_outcome(fast, slow)
+
+
+@hypothesis.settings(PROPERTY_SETTINGS, max_examples=1000)
+@given(
+    values=st.fixed_dictionaries(
+        {
+            "e": edge_values,
+            "d": edge_values,
+            "t": edge_values,
+            "a": edge_values,
+            "b": edge_values,
+            "pad": edge_padding,
+        }
+    ),
+    distinct_by_key=st.booleans(),
+)
+def test_reading_by_values_gives_the_json_modules_events(
+    values: dict[str, str], distinct_by_key: bool
+) -> None:
+    """Without includeAllProperties the mapper looks at the values it takes, not the text.
+
+    At every edge where orjson's reading of a value is not json's, or a value needs
+    capture_rules.check_sendable, the events (or refusals) are those of json alone.
+    """
+    by_values_against_json(values, distinct_by_key=distinct_by_key)
 
 
 @pytest.mark.parametrize(
-    "text",
+    ("a", "b", "pad"),
     [
-        '{"n": 18446744073709551616}',  # 2**64: orjson would read a float
-        '{"n": -9223372036854775809}',  # below i64
-        '{"n": 9223372036854775807, "m": 18446744073709551615}',  # i64 and u64 limits
-        '{"s": "1234567890123456789"}',  # 19 digits in a string: read by json, same result
-        '{"d": ' + deep(300) + "}",  # past FAST_MAX_BRACKETS: read by json
-        '{"f": 1e-05, "g": 2.5e-300, "h": 1e16}',
-        '{"s": "\\ud800"}',  # lone surrogate escape: orjson refuses it
+        ("18446744073709551616", "1", '""'),  # 2**64 mapped: orjson's float is not json's int
+        ("-9223372036854775809", "1", '""'),  # below i64: orjson's -2**63 float
+        ('{"k":18446744073709551616}', "1", '""'),  # 2**64 inside a mapped object
+        ("[18446744073709551616]", "1", '""'),  # and inside a mapped array
+        ("[9.9e-5]", "1", '""'),  # a small float in an array: checked, written as json does
+        ("[1.5]", '"' + "7" * 19 + '"', '""'),  # a container, and a 19-digit run in text
+        ("[1.5]", "1", '""'),  # a container, no digit run: checked, read once
+        ("9.9e-5", "1", '""'),  # a small float: written as json writes it
+        ("1", "2", '"' + "[" * 300 + '"'),  # under 512 bytes, 300 brackets in a string
+        ("1", "2", deep(1000)),  # nesting json cannot read, orjson can: refused, as json
+        ("1", "2", deep(300)),  # nesting both read, over 512 bytes: counted, same event
     ],
 )
-def test_decode_edges(text: str) -> None:
-    """Where orjson and json would differ, decode gives json's values."""
-    assert decoded(text.encode()) == typed(json.loads(text))
-
-
-@pytest.mark.parametrize("levels", [900, 950, 990, 1010, 1023])
-def test_nesting_the_json_module_cannot_read_is_refused_as_before(levels: int) -> None:
-    """Near Python's recursion limit json gives up where orjson would not: json decides."""
-    data = ('{"d": ' + deep(levels) + "}").encode()
-    fast = decoded(data)
-    with json_module_only():
-        assert fast == decoded(data)
+def test_reading_by_values_edges(a: str, b: str, pad: str) -> None:
+    """The edges of decoding.read_plainly and plain_values, each once for certain."""
+    by_values_against_json(
+        {"e": '"signup"', "d": '"user-1"', "t": "1700000000", "a": a, "b": b, "pad": pad}
+    )
 
 
 def has_small_float(value: Any) -> bool:
@@ -818,54 +861,3 @@ def test_the_pinned_orjson_writes_jsons_bytes_for_edge_numbers(value: Any) -> No
     small = isinstance(value, float) and 0 < abs(value) < 1e-4
     expected = json.dumps(event, separators=(",", ":"), ensure_ascii=False).encode()
     assert mapping.encode_event(event, small_floats=small) == expected
-
-
-# Numbers spelled every way JSON allows, around where check_sendable has work to do.
-number_spellings = st.builds(
-    lambda sign, whole, fraction, exponent: f"{sign}{whole}{fraction}{exponent}",
-    st.sampled_from(["", "-"]),
-    st.sampled_from(["0", "1", "9", "12345678901234567", "123456789012345678"]),
-    st.sampled_from(["", ".0", ".00001", ".0001", ".5", ".000099", ".00000"]),
-    st.sampled_from(["", "e5", "e-5", "E-5", "e+3", "E-400", "e-4", "e308", "e-0", "E0"]),
-)
-
-
-@PROPERTY_SETTINGS
-@given(
-    inner=json_texts
-    | number_spellings
-    | st.lists(number_spellings, max_size=4).map(lambda items: "[" + ",".join(items) + "]")
-    | st.integers(min_value=115, max_value=135).map(deep),
-    include_all=st.booleans(),
-)
-def test_plain_records_need_no_number_or_depth_check(inner: str, include_all: bool) -> None:
-    """When read() calls a record plain, check_sendable would find nothing, however it is mapped."""
-    try:
-        document, plain = mapping.read(('{"v": ' + inner + "}").encode())
-    except RecordError:
-        return
-    if not plain:
-        return
-    # All of the record, or one value of it mapped under "properties".
-    properties = dict(document) if include_all else {"mapped": document["v"]}
-    assert capture_rules.check_sendable(properties) == capture_rules.NOTHING_TO_ADJUST
-
-
-@pytest.mark.parametrize(
-    ("text", "plain"),
-    [
-        ('{"a": 1, "b": [2.5, "x"], "c": {"d": true}}', True),  # the common record
-        ('{"f": 0.00001}', False),  # a small float, positional
-        ('{"f": 1e-5}', False),  # a small float, exponent
-        ('{"f": 1E-5}', False),  # upper case exponent
-        ('{"s": "see 1e-5"}', False),  # the spelling in a string: checked, to be safe
-        ('{"f": 1e5}', True),  # a positive exponent cannot make a small float
-        ('{"n": 123456789012345678}', True),  # 18 digits: within 64 bits
-        ('{"n": 1234567890123456789}', False),  # 19 digits: read by json, checked
-        ('{"d": ' + deep(capture_rules.PLAIN_MAX_CONTAINERS - 1) + "}", True),  # at the bound
-        ('{"d": ' + deep(capture_rules.PLAIN_MAX_CONTAINERS) + "}", False),  # one past it
-    ],
-)
-def test_plain_records(text: str, plain: bool) -> None:
-    """plain: the record's text alone shows there is no number or nesting to check."""
-    assert mapping.read(text.encode())[1] is plain

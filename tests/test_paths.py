@@ -118,3 +118,51 @@ def test_lookup_finds_what_was_placed(segments: list[str], value: Any) -> None:
     for key in reversed(segments):
         document = {key: document}
     assert value == paths.parse(paths.format_path(segments)).lookup(document)
+
+
+class _Subclass(dict[str, Any]):
+    """A dict subclass: no decoder makes one, but walk reads it as an object."""
+
+
+# Keys from a small alphabet, so that paths and documents often meet part of the way.
+_key = st.sampled_from(["a", "b", "0", "1"])
+_documents = st.recursive(
+    st.none() | st.integers() | st.text(max_size=3),
+    lambda inner: (
+        st.lists(inner, max_size=3)
+        | st.dictionaries(_key, inner, max_size=3)
+        | st.dictionaries(_key, inner, max_size=3).map(_Subclass)
+    ),
+    max_leaves=12,
+)
+
+
+@given(st.lists(_key, min_size=1, max_size=5), _documents)
+def test_every_lookup_is_the_walk(segments: list[str], document: Any) -> None:
+    """The unrolled lookups (one to three keys) return what the general walk returns.
+
+    Values found, missing, arrays met by a key, array indexes, dict subclasses, and
+    documents that are no object at all.
+    """
+    path = paths.parse(paths.format_path(segments))
+    assert path.lookup(document) == paths.walk(segments, document)
+
+
+@pytest.mark.parametrize(
+    ("text", "document", "expected"),
+    [
+        ("a", {"a": 1}, 1),  # one key, found
+        ("a", {"b": 1}, paths.MISSING),  # one key, missing
+        ("a", [1], paths.MISSING),  # one key on an array
+        ("a.b", {"a": {"b": None}}, None),  # two keys, JSON null found
+        ("a.b", {"a": "text"}, paths.MISSING),  # two keys, a string on the way
+        ("a.b", {"a": _Subclass(b=2)}, 2),  # two keys, a dict subclass on the way
+        ("a.b.c", {"a": {"b": {"c": [3]}}}, [3]),  # three keys
+        ("a.b.c", {"a": {"b": 5}}, paths.MISSING),  # three keys, a number on the way
+        ("a.b.c.d", {"a": {"b": {"c": {"d": 4}}}}, 4),  # four keys: the general walk
+        ("a.0.c", {"a": [{"c": 7}]}, 7),  # an index: the general walk
+    ],
+)
+def test_lookup_table(text: str, document: Any, expected: Any) -> None:
+    """Each unrolled length and the general walk, found and not found."""
+    assert paths.parse(text).lookup(document) == expected

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import http.server
 import json
 import logging
 import threading
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 import requests
@@ -292,3 +293,88 @@ def test_errors_reading_the_answer_are_translated(monkeypatch: pytest.MonkeyPatc
     with pytest.raises(errors.RetryableDeliveryError):
         transport("http://ph.local/batch/", b"body", {}, 1.0)
     transport.close()
+
+
+class _Proxy(http.server.BaseHTTPRequestHandler):
+    """A forward proxy that answers every request itself, as capture, and notes its target."""
+
+    targets: ClassVar[list[str]] = []
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers["Content-Length"]))
+        _Proxy.targets.append(self.path)  # an absolute URI: the request came as to a proxy
+        body = b'{"status":"Ok"}'
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *_: Any) -> None:
+        """Quiet: nothing of the test's on stderr."""
+
+
+@pytest.fixture(name="proxy")
+def _proxy() -> Iterator[str]:
+    """A forward proxy on loopback; its URL."""
+    _Proxy.targets.clear()
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Proxy)
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+    server.server_close()
+
+
+class TestEnvironment:
+    """Proxies and the CA bundle come from the environment, as requests reads it, once."""
+
+    URL = "http://posthog.invalid/batch/"  # reachable only through the proxy
+
+    def test_requests_go_through_the_environments_proxy(
+        self, proxy: str, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """HTTP_PROXY is honoured, for the first request and every one after it."""
+        monkeypatch.setenv("HTTP_PROXY", proxy)
+        monkeypatch.delenv("NO_PROXY", raising=False)
+        monkeypatch.delenv("no_proxy", raising=False)
+        transport = RequestsTransport()
+        for _ in range(2):
+            assert transport(self.URL, b"{}", {}, 5.0).status == 200
+        assert _Proxy.targets == [self.URL, self.URL]
+        transport.close()
+
+    def test_no_proxy_is_honoured(self, proxy: str, monkeypatch: pytest.MonkeyPatch) -> None:
+        """A host in NO_PROXY is reached directly (here: nothing answers, so it fails)."""
+        monkeypatch.setenv("HTTP_PROXY", proxy)
+        monkeypatch.setenv("NO_PROXY", "posthog.invalid")
+        transport = RequestsTransport()
+        with pytest.raises(errors.RetryableDeliveryError, match="cannot reach PostHog"):
+            transport(self.URL, b"{}", {}, 5.0)
+        assert _Proxy.targets == []
+        transport.close()
+
+    def test_environment_is_read_once(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """The CA bundle and proxies of the first request are those of every request."""
+        monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/etc/ssl/our-ca.pem")
+        monkeypatch.setenv("HTTPS_PROXY", "http://proxy.invalid:3128")
+        monkeypatch.delenv("NO_PROXY", raising=False)
+        monkeypatch.delenv("no_proxy", raising=False)
+        seen: list[dict[str, Any]] = []
+
+        def post(_url: str, **kwargs: Any) -> requests.Response:
+            seen.append({**kwargs, "trust_env": transport._session.trust_env})
+            answer = requests.Response()
+            answer.status_code = 200
+            answer.raw = EndlessBody(0)
+            return answer
+
+        transport = RequestsTransport()
+        monkeypatch.setattr(transport._session, "post", post)
+        transport("https://ph.example/batch/", b"{}", {}, 1.0)
+        monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/changed.pem")
+        transport("https://ph.example/batch/", b"{}", {}, 1.0)
+        assert [call["verify"] for call in seen] == ["/etc/ssl/our-ca.pem"] * 2
+        assert [call["proxies"]["https"] for call in seen] == ["http://proxy.invalid:3128"] * 2
+        assert [call["trust_env"] for call in seen] == [False, False], "not read per request"
+        transport.close()
