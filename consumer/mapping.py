@@ -142,8 +142,7 @@ class Mapper:
         # (decoding.read_plainly); else, or where that proves nothing, decoding.read.
         document = None if rules.include_all_properties else read_plainly(data)
         if document is not None:
-            values = self._values(document)
-            event_raw, properties, distinct_raw, moment_raw = values
+            event_raw, properties, distinct_raw, moment_raw = self._values(document)
             plain = plain_values((event_raw, distinct_raw, moment_raw)) and plain_values(
                 properties.values()
             )

@@ -786,6 +786,33 @@ def test_reading_by_values_edges(a: str, b: str, pad: str) -> None:
     )
 
 
+@pytest.mark.parametrize(
+    "value",
+    [
+        "18446744073709551616",  # 2**64: orjson's float, json's exact integer
+        "-9223372036854775809",  # below i64: orjson's -2**63 float
+        "[18446744073709551616]",  # in an array
+        '{"k":1}',  # an object
+        "9.9e-5",  # a small float
+    ],
+)
+@pytest.mark.parametrize(
+    ("where", "distinct_by_key"),
+    [
+        ("e", True),  # the event name: a number becomes its text
+        ("d", True),  # the distinct id, by distinctIdKey: likewise
+        ("d", False),  # the distinct id, by a mapping to distinct_id
+        ("t", True),  # the event time
+    ],
+)
+def test_reading_by_values_checks_each_value_taken(
+    value: str, where: str, distinct_by_key: bool
+) -> None:
+    """Every value the mapper takes is looked at, not only the mapped properties."""
+    values = {"e": '"signup"', "d": '"user-1"', "t": "1700000000", "a": "1", "b": "2", "pad": '""'}
+    by_values_against_json({**values, where: value}, distinct_by_key=distinct_by_key)
+
+
 def has_small_float(value: Any) -> bool:
     if isinstance(value, dict):
         return any(has_small_float(item) for item in value.values())

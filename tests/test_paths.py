@@ -159,6 +159,8 @@ def test_every_lookup_is_the_walk(segments: list[str], document: Any) -> None:
         ("a.b", {"a": _Subclass(b=2)}, 2),  # two keys, a dict subclass on the way
         ("a.b.c", {"a": {"b": {"c": [3]}}}, [3]),  # three keys
         ("a.b.c", {"a": {"b": 5}}, paths.MISSING),  # three keys, a number on the way
+        ("a.b.c", {"a": {"b": _Subclass(c=1)}}, 1),  # three keys, a dict subclass last
+        ("a.b.c", {"a": _Subclass(b={"c": 2})}, 2),  # three keys, a dict subclass second
         ("a.b.c.d", {"a": {"b": {"c": {"d": 4}}}}, 4),  # four keys: the general walk
         ("a.0.c", {"a": [{"c": 7}]}, 7),  # an index: the general walk
     ],

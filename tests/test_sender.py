@@ -7,6 +7,7 @@ import json
 import logging
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
@@ -326,18 +327,31 @@ def _proxy() -> Iterator[str]:
     server.server_close()
 
 
+# What requests reads from the environment, in both cases (urllib prefers lower case).
+_ENVIRONMENT = (
+    *("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"),
+    *("http_proxy", "https_proxy", "all_proxy", "no_proxy"),
+    *("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "NETRC"),
+)
+
+
 class TestEnvironment:
-    """Proxies and the CA bundle come from the environment, as requests reads it, once."""
+    """Proxies, the CA bundle and .netrc come from the environment as requests reads it, once."""
 
     URL = "http://posthog.invalid/batch/"  # reachable only through the proxy
+
+    @pytest.fixture(autouse=True)
+    def _no_environment(self, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+        """None of the machine's proxy, CA or .netrc settings: each test sets its own."""
+        for name in _ENVIRONMENT:
+            monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
 
     def test_requests_go_through_the_environments_proxy(
         self, proxy: str, monkeypatch: pytest.MonkeyPatch
     ) -> None:
         """HTTP_PROXY is honoured, for the first request and every one after it."""
         monkeypatch.setenv("HTTP_PROXY", proxy)
-        monkeypatch.delenv("NO_PROXY", raising=False)
-        monkeypatch.delenv("no_proxy", raising=False)
         transport = RequestsTransport()
         for _ in range(2):
             assert transport(self.URL, b"{}", {}, 5.0).status == 200
@@ -354,12 +368,16 @@ class TestEnvironment:
         assert _Proxy.targets == []
         transport.close()
 
-    def test_environment_is_read_once(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        """The CA bundle and proxies of the first request are those of every request."""
+    def test_environment_is_read_once(
+        self, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    ) -> None:
+        """The CA bundle, proxies and .netrc login of the first request are every request's."""
         monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/etc/ssl/our-ca.pem")
         monkeypatch.setenv("HTTPS_PROXY", "http://proxy.invalid:3128")
-        monkeypatch.delenv("NO_PROXY", raising=False)
-        monkeypatch.delenv("no_proxy", raising=False)
+        netrc = tmp_path / "netrc"
+        netrc.write_text("machine ph.example login user password secret\n", encoding="ascii")
+        netrc.chmod(0o600)
+        monkeypatch.setenv("NETRC", str(netrc))
         seen: list[dict[str, Any]] = []
 
         def post(_url: str, **kwargs: Any) -> requests.Response:
@@ -376,5 +394,6 @@ class TestEnvironment:
         transport("https://ph.example/batch/", b"{}", {}, 1.0)
         assert [call["verify"] for call in seen] == ["/etc/ssl/our-ca.pem"] * 2
         assert [call["proxies"]["https"] for call in seen] == ["http://proxy.invalid:3128"] * 2
+        assert [call["auth"] for call in seen] == [("user", "secret")] * 2
         assert [call["trust_env"] for call in seen] == [False, False], "not read per request"
         transport.close()
