@@ -6,7 +6,8 @@ their stdin and stdout (scripts/bench/daemon.py), delivering to a real HTTP serv
 loopback. Printed, each the median of ``--runs`` interleaved runs, as records/s, CPU
 microseconds per record and peak RSS:
 
-* the floor: decoding those lines and records and nothing else, in this process;
+* the floor: decoding those lines and records and nothing else, in this process, at the
+  start of each round of runs;
 * ours (``python -m consumer``) against the minimal server (scripts/bench/server.py) and
   against the capture stand-in (local/standin.py: it checks every event as PostHog's
   capture does, on the same CPUs);
@@ -140,9 +141,7 @@ def _shard_figures(args: argparse.Namespace, workdir: Path) -> None:
             plan.insert(1, (shard.ours_with(setting), minimal))
         if standin is not None and shard.CONTENDERS[shard.OURS] in chosen:
             plan.insert(1, (shard.CONTENDERS[shard.OURS], standin))
-        _say("floor: decoding the same lines in this process")
-        floors = shard.floor_rates(workload, args.runs)
-        results = shard.measure(plan, workdir, workload, args.runs, _say)
+        floors, results = shard.measure(plan, workdir, workload, args.runs, _say)
     finally:
         minimal.close()
         if standin is not None:

@@ -143,26 +143,28 @@ def shard_env(properties: Path, extra: Mapping[str, str]) -> dict[str, str]:
     }
 
 
-def floor_rates(workload: Workload, runs: int) -> dict[str, float]:
-    """Median records/s of each decoder in :data:`floor.DECODERS`."""
-    return {
-        name: statistics.median(
-            workload.records / floor.seconds(name, workload.lines) for _ in range(runs)
-        )
-        for name in floor.DECODERS
-    }
-
-
 def measure(
     plan: Sequence[tuple[Contender, Server]],
     workdir: Path,
     workload: Workload,
     runs: int,
     progress: Callable[[str], None],
-) -> dict[tuple[str, str], Figures]:
-    """Run each (contender, server) of ``plan`` ``runs`` times, interleaved."""
+) -> tuple[dict[str, float], dict[tuple[str, str], Figures]]:
+    """Run each (contender, server) of ``plan`` ``runs`` times, interleaved.
+
+    Each round starts with the floors (every decoder of :data:`floor.DECODERS` once, in
+    this process), so that they are measured in the same stretch of the machine's speed
+    as the shard processes they are compared with; returns their median records/s too.
+    """
+    floors: dict[str, list[float]] = {name: [] for name in floor.DECODERS}
     results = {(c.name, s.name): Figures() for c, s in plan}
     for number in range(1, runs + 1):
+        for name, rates in floors.items():
+            rates.append(workload.records / floor.seconds(name, workload.lines))
+        progress(
+            f"run {number}/{runs} floor json {floors['json'][-1]:,.0f} records/s, "
+            f"orjson {floors['orjson'][-1]:,.0f}"
+        )
         for contender, server in plan:
             server.reset()
             run = run_shard(
@@ -183,4 +185,4 @@ def measure(
                 f"peak RSS {run.peak_rss_mib:.0f} MiB"
                 + (f"  ({lost} events missing!)" if lost else "")
             )
-    return results
+    return {name: statistics.median(rates) for name, rates in floors.items()}, results
