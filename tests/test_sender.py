@@ -250,6 +250,14 @@ class EndlessBody:
         self.closed = True
 
 
+def answer_200(body: EndlessBody) -> requests.Response:
+    """A 200 answer whose body is read from ``body``, as the transport's session returns it."""
+    answer = requests.Response()
+    answer.status_code = 200
+    answer.raw = body
+    return answer
+
+
 def test_huge_answer_is_read_only_up_to_the_cap(monkeypatch: pytest.MonkeyPatch) -> None:
     """A 50 MB web page: the transport reads the cap, drops the rest, and closes."""
     body = EndlessBody(50 * 1024 * 1024)
@@ -257,11 +265,9 @@ def test_huge_answer_is_read_only_up_to_the_cap(monkeypatch: pytest.MonkeyPatch)
 
     def post(url: str, **kwargs: Any) -> requests.Response:
         seen.update(kwargs, url=url)
-        answer = requests.Response()
-        answer.status_code = 200
+        answer = answer_200(body)
         answer.headers = CaseInsensitiveDict({"Content-Type": "text/html; charset=utf-8"})
         answer.encoding = "utf-8"
-        answer.raw = body
         return answer
 
     transport = RequestsTransport()
@@ -284,10 +290,7 @@ def test_errors_reading_the_answer_are_translated(monkeypatch: pytest.MonkeyPatc
             raise requests.ConnectionError("reset")
 
     def post(*_: Any, **__: Any) -> requests.Response:
-        answer = requests.Response()
-        answer.status_code = 200
-        answer.raw = Broken(10)
-        return answer
+        return answer_200(Broken(10))
 
     transport = RequestsTransport()
     monkeypatch.setattr(transport._session, "post", post)
@@ -382,10 +385,7 @@ class TestEnvironment:
 
         def post(_url: str, **kwargs: Any) -> requests.Response:
             seen.append({**kwargs, "trust_env": transport._session.trust_env})
-            answer = requests.Response()
-            answer.status_code = 200
-            answer.raw = EndlessBody(0)
-            return answer
+            return answer_200(EndlessBody(0))
 
         transport = RequestsTransport()
         monkeypatch.setattr(transport._session, "post", post)
