@@ -29,9 +29,9 @@ plus a probe or one per batch of the rest (README, "Delivery guarantees").
 
 Batches go out one at a time, in order, each answered before the next is sent. The events
 are read as batches are cut, so a caller may map records on demand. While PostHog has a
-batch (gzipped and posted on a sender thread: zlib and the socket release the GIL), the
-next batch is cut here, so the mapping of one batch overlaps the round trip of the one
-before: about 12% more records per second in ``./run.sh bench``. While PostHog accepts
+batch (gzipped and posted on a sender thread: ISA-L's deflate and the socket release the
+GIL), the next batch is cut here, so the mapping of one batch overlaps the round trip of
+the one before: about 12% more records per second in ``./run.sh bench``. While PostHog accepts
 every batch, at most two batches of events are held at a time (after a refusal, the rest
 of the call is mapped and held, to be bisected); nothing about the order or the answers
 changes (a refused batch is bisected as before, one request at a time).

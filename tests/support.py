@@ -90,7 +90,13 @@ class ScriptedTransport:
 
         document = json.loads(gzip.decompress(body))
         self.requests.append(
-            {"url": url, "body": document, "headers": dict(headers), "timeout": timeout}
+            {
+                "url": url,
+                "body": document,
+                "raw_body": body,
+                "headers": dict(headers),
+                "timeout": timeout,
+            }
         )
         answer = (
             self.judge(document["batch"])

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import gzip
 import http.server
 import json
 import logging
 import threading
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar
@@ -15,6 +17,7 @@ import requests
 from requests.structures import CaseInsensitiveDict
 
 from consumer import errors
+from consumer.batching import encode_body
 from consumer.sender import (
     MAX_ANSWER_BYTES,
     QUOTA_WARNING_INTERVAL_SECONDS,
@@ -46,6 +49,36 @@ def test_request_shape() -> None:
     assert request["body"]["api_key"] == "phc_k"
     assert request["body"]["batch"] == [{"event": "a", "distinct_id": "d"}]
     assert request["timeout"] == 3
+
+
+def test_body_is_plain_gzip_and_the_same_for_the_same_batch() -> None:
+    """ISA-L writes standard gzip (mtime 0) that zlib inflates to exactly the JSON body.
+
+    PostHog's capture inflates with a stock gzip reader; a body of many deflate blocks
+    (several MB of varied events) is read back whole, and a resent batch is byte-identical.
+    """
+    payloads = [
+        json.dumps({"event": f"e{n}", "distinct_id": f"user-{n * 7919 % 100_003}"}).encode()
+        for n in range(60_000)
+    ]
+    transport = ScriptedTransport(200, 200)
+    sender = Sender(
+        host="http://ph.local",
+        api_key="phc_k",
+        historical_migration=True,
+        timeout=3,
+        transport=transport,
+    )
+    sender.send(payloads)
+    sender.send(payloads)
+    first, again = (request["raw_body"] for request in transport.requests)
+    assert first == again
+    assert first[:4] == b"\x1f\x8b\x08\x00"  # gzip magic, deflate, no flags
+    assert first[4:8] == b"\x00\x00\x00\x00"  # mtime 0
+    expected = encode_body("phc_k", payloads, historical_migration=True)
+    assert len(expected) > 2_000_000
+    assert gzip.decompress(first) == expected
+    assert zlib.decompressobj(wbits=31).decompress(first) == expected
 
 
 @pytest.mark.parametrize(
