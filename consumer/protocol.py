@@ -8,14 +8,16 @@ amazon-kclpy makes slow and large:
 
 * speed: amazon-kclpy decodes each line with ``json.loads(object_hook=...)``, which builds
   a ``Record`` per record (with a copy of its dict and a local-time ``datetime`` nobody
-  reads). Here the line is read as bytes, decoded by orjson, and each record becomes
+  reads). Here the line is read as bytes (into one reused buffer,
+  :class:`~consumer.lines.LineReader`), decoded by orjson, and each record becomes
   the :class:`~consumer.record.KinesisRecord` the mapper reads (:func:`record_of`).
   Reading 10 lines of 10,000 records took about 5.2 µs of CPU per record through
   ``KCLProcess.run`` and 2.8 here (a processor only reading the fields), and the
   processor no longer converts each record again.
 * memory: amazon-kclpy's loop keeps the previous line (7 MB of text for 10,000 records)
   alive while it reads and decodes the next. Here a line is released as soon as it is
-  decoded, and its message once it is answered, so at most one line is in memory; and a
+  decoded, and its message once it is answered, so at most one line (and the reader's
+  buffer) is in memory; and a
   ``processRecords`` line is decoded in parts (:func:`_process_records_in_parts`), never
   all its records' dicts at once (the shard process's peak RSS in ``./run.sh bench``:
   55 MiB, 68 with amazon-kclpy's loop).
@@ -52,6 +54,7 @@ import orjson
 import pybase64
 from amazon_kclpy import dispatch, kcl
 
+from consumer.lines import LineReader, Readable
 from consumer.record import KinesisRecord
 
 # What the daemon calls a record inside a processRecords message (JsonFriendlyRecord).
@@ -144,45 +147,54 @@ def record_of(fields: dict[str, Any]) -> KinesisRecord:
 class _TextLines:
     """``stdin``'s lines as text: the file amazon-kclpy's ``Checkpointer`` reads its answer from."""
 
-    def __init__(self, stream: IO[bytes]) -> None:
-        self._stream = stream
+    def __init__(self, lines: LineReader) -> None:
+        self._lines = lines
 
     def readline(self) -> str:
         # The daemon writes UTF-8 (Jackson's default) whatever this process's locale.
-        return self._stream.readline().decode("utf-8")
+        return self._lines.readline().decode("utf-8")
 
 
-def serve(processor: ShardProcessor, stdin: IO[bytes], stdout: IO[str], stderr: IO[str]) -> None:
+def serve(processor: ShardProcessor, stdin: Readable, stdout: IO[str], stderr: IO[str]) -> None:
     """Answer the daemon's messages on ``stdin`` until it closes it (EOF), as ``KCLProcess.run``.
 
-    ``stdin`` is read as bytes (``sys.stdin.buffer``); status lines and checkpoint
-    requests go to ``stdout``, errors amazon-kclpy would report to ``stderr``. Raises
-    what ``KCLProcess.run`` raises: ``SystemExit`` from the processor, and a line that
-    cannot be read as a message.
+    ``stdin`` is read as bytes (``sys.stdin.buffer``), by :class:`~consumer.lines.LineReader`;
+    status lines and checkpoint requests go to ``stdout``, errors amazon-kclpy would
+    report to ``stderr``. Raises what ``KCLProcess.run`` raises: ``SystemExit`` from the
+    processor, and a line that cannot be read as a message.
     """
+    lines = LineReader(stdin)
     # Only its run loop is replaced: the writer, the Checkpointer (which reads its answers
     # through _TextLines) and the adapter for v1/v2 processors are amazon-kclpy's.
-    kclpy = kcl.KCLProcess(processor, _TextLines(stdin), stdout, stderr)
-    while (action := _next_action(stdin)) is not _EOF:
+    kclpy = kcl.KCLProcess(processor, _TextLines(lines), stdout, stderr)
+    while (action := _next_action(lines)) is not _EOF:
         _dispatch(action, kclpy)
         kclpy.io_handler.write_action({"action": "status", "responseFor": action.action})
         # Released before the next line is read: its records may be 10,000 objects.
         del action
 
 
-def _next_action(stdin: IO[bytes]) -> Any:
-    """The next line's message as amazon-kclpy decodes it, or :data:`_EOF`."""
-    line = stdin.readline()
-    if not line:
+def _next_action(lines: LineReader) -> Any:
+    """The next line's message as amazon-kclpy decodes it, or :data:`_EOF`.
+
+    The line is decoded where the reader holds it, before anything reads again.
+    """
+    line, start, stop = lines.readline_in_place()
+    if start == stop:
         return _EOF
-    message = _process_records_in_parts(line) if line.startswith(_RECORDS_START) else None
+    message = None
+    if line.startswith(_RECORDS_START, start, stop):
+        message = _process_records_in_parts(line, start, stop)
     if message is None:
-        message = orjson.loads(line)  # a blank or truncated line raises, as json.loads does
-    del line  # the records are decoded without the text they came from
+        with memoryview(line) as view, view[start:stop] as text:
+            # A blank or truncated line raises, as json.loads does.
+            message = orjson.loads(text)
     return _as_kclpy_reads(message)
 
 
-def _process_records_in_parts(line: bytes) -> dict[str, Any] | None:
+def _process_records_in_parts(
+    line: bytes | bytearray, start: int = 0, stop: int | None = None
+) -> dict[str, Any] | None:
     """A ``processRecords`` line as the daemon writes it, decoded in parts; else None.
 
     Decoding a 10,000-record line at once holds the line, orjson's copy of it and every
@@ -198,11 +210,13 @@ def _process_records_in_parts(line: bytes) -> dict[str, Any] | None:
     this way: valid parts in valid places make the whole line valid JSON with these
     values. Anything else (a line
     not written by the daemon, a field the daemon does not write) returns None, and
-    the line is decoded whole, as before.
+    the line is decoded whole, as before. The line is ``line[start:stop]``: nothing
+    outside it is read.
     """
+    stop = len(line) if stop is None else stop
     try:
-        records, end = _records_in_parts(line)
-        rest = _rest_of_message(line[end + 1 :])
+        records, end = _records_in_parts(line, start, stop)
+        rest = _rest_of_message(line[end + 1 : stop])
     except _NotAsWrittenError:
         return None
     return {"action": _PROCESS_RECORDS, "records": records, **rest}
@@ -212,25 +226,27 @@ class _NotAsWrittenError(Exception):
     """A processRecords line the daemon would not write: it is decoded whole instead."""
 
 
-def _records_in_parts(line: bytes) -> tuple[list[KinesisRecord], int]:
-    """The records of a processRecords line, read a part at a time, and where "]" is.
+def _records_in_parts(
+    line: bytes | bytearray, first: int, stop: int
+) -> tuple[list[KinesisRecord], int]:
+    """The records of the processRecords line ``line[first:stop]``, and where its "]" is.
 
     A part is the records up to the first record end :data:`PART_BYTES` or more past its
     start: decoded as one array, so orjson is called once per part, not per record.
     """
     records: list[KinesisRecord] = []
-    start = len(_RECORDS_START)
-    if line[start : start + 1] == b"]":
+    start = first + len(_RECORDS_START)
+    if line[start : min(start + 1, stop)] == b"]":
         raise _NotAsWrittenError  # no records: nothing to gain
     while True:
-        end = line.find(_RECORD_END, start + PART_BYTES)
+        end = line.find(_RECORD_END, start + PART_BYTES, stop)
         if end < 0:
-            end = line.rfind(_RECORD_END, start)
+            end = line.rfind(_RECORD_END, start, stop)
             if end < 0:
                 raise _NotAsWrittenError
         end += len(_RECORD_END)
         records.extend(_records_of(line[start:end]))
-        after = line[end : end + 1]
+        after = line[end : min(end + 1, stop)]
         if after == b"]":
             return records, end
         if after != b",":
@@ -238,7 +254,7 @@ def _records_in_parts(line: bytes) -> tuple[list[KinesisRecord], int]:
         start = end + 1
 
 
-def _rest_of_message(rest: bytes) -> dict[str, Any]:
+def _rest_of_message(rest: bytes | bytearray) -> dict[str, Any]:
     """The fields after the records ("]" and before it left out), if none is read twice."""
     if rest[:2] == b',"':
         rest = rest[1:]
@@ -253,7 +269,7 @@ def _rest_of_message(rest: bytes) -> dict[str, Any]:
     return fields
 
 
-def _records_of(part: bytes) -> list[KinesisRecord]:
+def _records_of(part: bytes | bytearray) -> list[KinesisRecord]:
     """The records of one part of the line, if each is a record as the daemon writes it."""
     try:
         items = orjson.loads(b"[" + part + b"]")

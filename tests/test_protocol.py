@@ -15,7 +15,6 @@ import binascii
 import dataclasses
 import io
 import json
-import sys
 import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +32,7 @@ from hypothesis import strategies as st
 
 from consumer import protocol
 from consumer.exits import ExitStatus
+from consumer.lines import LineReader
 from consumer.processor import _to_record
 from consumer.protocol import serve
 from consumer.wiring import build_processor
@@ -314,37 +314,62 @@ def test_the_scenarios_exercise_what_they_name() -> None:
     assert drive("serve", Recorder(), SCENARIOS["blank-line"]).ended == "JSONDecodeError"
 
 
-class WatchedStdin(io.BytesIO):
-    """stdin that notes, at each read, what still holds the line before and its message."""
+class WatchedLines(LineReader):
+    """The line reader, noting at each read whether the line before or its message is held."""
 
-    def __init__(self, data: bytes, recorder: Recorder) -> None:
-        super().__init__(data)
+    def __init__(self, stream: io.BytesIO, recorder: Recorder) -> None:
+        super().__init__(stream)
         self.recorder = recorder
-        self.previous = b""
-        self.held: list[int] = []  # references to the previous line besides this one's
+        self.viewed: list[bool] = []  # at each read: is a view of the buffer still alive?
         self.live_between_calls: list[int] = []
 
-    def readline(self, size: int | None = -1) -> bytes:
-        if self.previous:
-            self.held.append(sys.getrefcount(self.previous) - 2)  # ours and the argument
+    def readline_in_place(self) -> tuple[bytearray, int, int]:
+        self.viewed.append(_exported(self._buffer))
         if not self.recorder.busy:
             self.live_between_calls.append(sum(ref() is not None for ref in self.recorder.inputs))
-        self.previous = super().readline(size)
-        return self.previous
+        return super().readline_in_place()
 
 
-def test_each_line_and_message_is_released_before_the_next_read() -> None:
-    """Peak memory: no read happens while the line before (7 MB at 10,000 records) is still
-    referenced, nor, between calls, while the previous batch's records are."""
+def _exported(buffer: bytearray) -> bool:
+    """Whether a view of ``buffer`` is alive: a bytearray cannot grow while one is."""
+    try:
+        buffer.append(0)
+    except BufferError:
+        return True
+    buffer.pop()
+    return False
+
+
+def test_each_line_and_message_is_released_before_the_next_read(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Peak memory and the reused buffer: no read happens while a view of the line before
+    (7 MB at 10,000 records) is alive, nor, between calls, while the previous batch's
+    records are."""
     recorder = Recorder()
+    made: list[WatchedLines] = []
+
+    def watched(stream: io.BytesIO) -> WatchedLines:
+        made.append(WatchedLines(stream, recorder))
+        return made[-1]
+
+    monkeypatch.setattr(protocol, "LineReader", watched)
     lines = [INIT, batch(0, 100), answer(99), batch(100, 100), answer(199), LEASE_LOST]
-    stdin = WatchedStdin("".join(lines).encode(), recorder)
-    serve(recorder, stdin, io.StringIO(), io.StringIO())
-    assert len(stdin.held) == len(lines)
-    # (KCLProcess.run, read the same way, holds 1-2 references to the previous line.)
-    assert stdin.held == [0] * len(lines)
-    assert stdin.live_between_calls == [0] * len(stdin.live_between_calls)
+    serve(recorder, io.BytesIO("".join(lines).encode()), io.StringIO(), io.StringIO())
+    (reader,) = made  # one reader, for the messages and the checkpoint answers alike
+    # Every line (the checkpoint answers too, through readline), then EOF.
+    assert reader.viewed == [False] * (len(lines) + 1)
+    assert reader.live_between_calls == [0] * len(reader.live_between_calls)
     assert len(recorder.inputs) == 2
+
+
+def test_the_watch_sees_a_view_left_alive() -> None:
+    buffer = bytearray(b"line\n")
+    assert not _exported(buffer)
+    with memoryview(buffer)[:2] as view:
+        assert _exported(buffer)
+        assert view.tobytes() == b"li"
+    assert buffer == b"line\n"
 
 
 def bad_record() -> messages.DaemonRecord:
@@ -435,6 +460,25 @@ def whole(line: bytes) -> dict[str, Any]:
     message: dict[str, Any] = orjson.loads(line)
     message["records"] = [protocol.record_of(fields) for fields in message["records"]]
     return message
+
+
+@pytest.mark.parametrize("part_bytes", [0, 150, protocol.PART_BYTES])
+def test_a_line_in_place_is_read_within_its_bounds(part_bytes: int) -> None:
+    """Read where the reader holds it, a line is its bytes alone: what lies around it in
+    the buffer (the line before, the next one) is never read as part of it."""
+    line = messages.process_records(list(messages.sample_records(40))).encode()
+    before = b'{"action":"record"}],"x":1}\n'
+    after = b'"action":"record"}]}\n{"action":"record"}]}\n'
+    buffer = bytearray(before + line + after)
+    start, stop = len(before), len(before) + len(line)
+    with mock.patch.object(protocol, "PART_BYTES", part_bytes):
+        assert protocol._process_records_in_parts(buffer, start, stop) == whole(line)
+        # Cut just after its last record, the line is not the daemon's (decoded whole, it
+        # fails) even though the bytes after the cut would close it.
+        cut = line.rindex(b'"action":"record"}') + len(b'"action":"record"}')
+        assert protocol._process_records_in_parts(buffer, start, start + cut) is None
+        # And cut inside its first record, likewise.
+        assert protocol._process_records_in_parts(buffer, start, start + 60) is None
 
 
 @hypothesis.settings(max_examples=300, deadline=None)
