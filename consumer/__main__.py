@@ -10,16 +10,14 @@ from __future__ import annotations
 
 import argparse
 import gc
-import io
 import logging
 import os
 import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import cast
 
-from consumer import config, logs
+from consumer import config, lines, logs
 from consumer.errors import ConfigError
 from consumer.exits import ExitStatus
 
@@ -109,8 +107,7 @@ def _process(properties: str | None) -> int:
     # text and builds a heavier object per record): consumer/protocol.py.
     daemon = os.getppid()
     try:
-        # sys.stdin.buffer is a BufferedReader (typeshed says BinaryIO, without readinto1).
-        serve(processor, cast("io.BufferedReader", sys.stdin.buffer), sys.stdout, sys.stderr)
+        serve(processor, lines.stdin(), sys.stdout, sys.stderr)
     except Exception as exc:
         if isinstance(exc, BrokenPipeError) or os.getppid() != daemon:
             # The daemon died (killed, out of memory) mid-message: nothing was answered,

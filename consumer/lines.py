@@ -5,34 +5,49 @@ reads such a line 8 KiB at a time, keeps the pieces and joins them: about 13-26 
 CPU per line on the benchmark's machine, 1.3-2.6 µs per record, most of it faulting in
 the fresh memory of the pieces and of the joined line. :class:`LineReader` reads the
 pipe straight into a buffer kept at the longest line's size, where the line is decoded
-(:meth:`LineReader.readline_in_place`) or from which it is copied out once: 6-8 ms. It
-takes what one read of the pipe gives (``readinto1``), so a short line (a checkpoint
-answer) never waits for more input, as ``readline`` never does.
+(:meth:`LineReader.readline_in_place`) or from which it is copied out once: 6-8 ms.
 
-Memory: the buffer stays as large as the longest line (up to :data:`MAX_KEPT_BYTES`)
-between messages. Decoded where it lies, a line costs the buffer alone, where
-``readline`` held the line and, while reading it, its pieces.
+It never waits for input a line does not need: the daemon writes one line and waits for
+the answer, so a read that waits for more would wait forever. It reads only while it
+holds no whole line, and stdin is read by its file descriptor (:func:`stdin`), where
+one read returns what the pipe has. Not through ``sys.stdin.buffer``: its
+``readinto1``, asked for more than its own buffer while holding a few bytes, returns
+them only after one more read of the pipe, which blocks when those bytes end the line.
+
+Memory: the buffer stays as large as the longest line so far (up to
+:data:`MAX_KEPT_BYTES`) between messages: some 8 MiB after a 10,000-record line. Decoded
+where it lies, a line costs the buffer alone, where ``readline`` held the line and,
+while reading it, its pieces.
 """
 
 from __future__ import annotations
 
+import io
+import sys
 from typing import Protocol
 
 # The first buffer, and how much one read asks for when the buffer is empty: a pipe
 # gives at most its capacity (64 KiB on Linux) per read anyway.
 FIRST_BUFFER_BYTES = 1024 * 1024
-# A buffer grown past this is given back once empty. The daemon's longest line is a
-# GetRecords call's 10 MB in base64 plus each record's fields (some 15 MB): every line it
-# writes fits, and only a line it would never write leaves a larger buffer behind.
+# A buffer grown past this is given back once empty, so that one outsized line does not
+# cost its memory for the rest of the process's life. A GetRecords call returns at most
+# 10 MB, some 14 MB as the daemon writes it (base64, each record's fields): most lines
+# fit; a larger one (many small deaggregated KPL records, long escaped keys) is read as
+# well, in a buffer that is then dropped.
 MAX_KEPT_BYTES = 16 * 1024 * 1024
 _NEWLINE = b"\n"
 
 
 class Readable(Protocol):
-    """What a line reader needs of stdin: ``sys.stdin.buffer``, or ``io.BytesIO`` in tests."""
+    """What a line reader needs of its input: :func:`stdin`, or ``io.BytesIO`` in tests."""
 
-    def readinto1(self, buffer: memoryview, /) -> int:
-        """Read at most ``len(buffer)`` bytes with one read of the source; 0 at EOF."""
+    def readinto(self, buffer: memoryview, /) -> int | None:
+        """Read at most ``len(buffer)`` bytes, no more than are there; 0 at EOF."""
+
+
+def stdin() -> io.FileIO:
+    """This process's standard input, read by one ``read(2)`` a call (see the module)."""
+    return io.FileIO(sys.stdin.fileno(), "rb", closefd=False)
 
 
 class LineReader:
@@ -94,7 +109,9 @@ class LineReader:
         if self._end == len(self._buffer):
             self._make_room()
         with memoryview(self._buffer) as view:
-            count = self._stream.readinto1(view[self._end :])
+            count = self._stream.readinto(view[self._end :])
+        if count is None:  # only a non-blocking file says "nothing yet"; stdin blocks
+            raise BlockingIOError("stdin is in non-blocking mode")
         if not count:
             self._eof = True
             return False
