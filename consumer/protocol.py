@@ -20,7 +20,7 @@ amazon-kclpy makes slow and large:
   buffer) is in memory; and a
   ``processRecords`` line is decoded in parts (:func:`_process_records_in_parts`), never
   all its records' dicts at once (the shard process's peak RSS in ``./run.sh bench``:
-  55 MiB, 68 with amazon-kclpy's loop).
+  50 MiB, 68 with amazon-kclpy's loop).
 
 Everything else is still amazon-kclpy's: ``KCLProcess`` builds the writer, the
 ``Checkpointer`` and the adapter for older processor versions; each message is the
@@ -200,7 +200,7 @@ def _process_records_in_parts(
     Decoding a 10,000-record line at once holds the line, orjson's copy of it and every
     record's dict together (some 26 MB for 7 MB of text); decoded a part (some 64 KB) at
     a time, each part's dicts are gone once its records are made (a shard process's peak
-    RSS in ``./run.sh bench``: 66 MiB decoding the line whole, 55 MiB this way). The result is what
+    RSS in ``./run.sh bench``: 66 MiB decoding the line whole, 50 MiB this way). The result is what
     ``orjson.loads(line)`` gives, with the records already made: Jackson writes each
     record's fields in one order, ``"action":"record"`` last, and those bytes cannot
     occur inside a record (a quote inside a string is escaped, and no other key ends

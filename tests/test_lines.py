@@ -181,6 +181,16 @@ def test_stdin_answers_each_line_as_the_pipe_gives_it() -> None:
             child.kill()
 
 
+def test_the_shard_process_reads_stdin_unbuffered(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One read(2) per call: a buffered reader in between may read the pipe again (above)."""
+    with Path(os.devnull).open(encoding="utf-8") as devnull:
+        monkeypatch.setattr(sys, "stdin", devnull)  # pytest's own stdin has no descriptor
+        stream = lines.stdin()
+        assert type(stream) is io.FileIO
+        assert stream.fileno() == devnull.fileno()
+        assert not stream.closefd  # sys.stdin keeps its descriptor
+
+
 def test_a_line_is_returned_without_waiting_for_more() -> None:
     """A checkpoint answer is read as soon as the pipe has it: no read past its newline."""
     pipe = Pipe([b'{"action":"checkpoint"}\n', b"never read\n"])
