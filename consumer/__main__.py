@@ -17,7 +17,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from consumer import config, lines, logs
+from consumer import config, logs, pipes
 from consumer.errors import ConfigError
 from consumer.exits import ExitStatus
 
@@ -87,6 +87,15 @@ def _process(properties: str | None) -> int:
     # its own shutdown and replay everything since its last checkpoint.
     for signum in DAEMON_STOPS_US:
         signal.signal(signum, signal.SIG_IGN)
+    # Before anything can start a child or print: stdin and stdout are the daemon's alone.
+    try:
+        daemon_pipes = pipes.take()
+    except OSError:
+        # Started without the daemon's pipes (a closed stdin or stdout): nobody to answer.
+        log.critical(
+            "the shard process has no stdin or stdout to speak to the daemon on", exc_info=True
+        )
+        return ExitStatus.UNEXPECTED
     path = properties or os.environ.get(config.PROPERTIES_ENV)
     if not path:
         raise ConfigError(config.PROPERTIES_ENV, "", "the properties file path (run.sh sets it)")
@@ -107,7 +116,7 @@ def _process(properties: str | None) -> int:
     # text and builds a heavier object per record): consumer/protocol.py.
     daemon = os.getppid()
     try:
-        serve(processor, lines.stdin(), sys.stdout, sys.stderr)
+        serve(processor, daemon_pipes.stdin, daemon_pipes.stdout, sys.stderr)
     except Exception as exc:
         if isinstance(exc, BrokenPipeError) or os.getppid() != daemon:
             # The daemon died (killed, out of memory) mid-message: nothing was answered,

@@ -9,10 +9,11 @@ pipe straight into a buffer kept at the longest line's size, where the line is d
 
 It never waits for input a line does not need: the daemon writes one line and waits for
 the answer, so a read that waits for more would wait forever. It reads only while it
-holds no whole line, and stdin is read by its file descriptor (:func:`stdin`), where
-one read returns what the pipe has. Not through ``sys.stdin.buffer``: its
-``readinto1``, asked for more than its own buffer while holding a few bytes, returns
-them only after one more read of the pipe, which blocks when those bytes end the line.
+holds no whole line, and the pipe is read by its file descriptor
+(:func:`consumer.pipes.take`), where one read returns what the pipe has. Not through
+``sys.stdin.buffer``: its ``readinto1``, asked for more than its own buffer while
+holding a few bytes, returns them only after one more read of the pipe, which blocks
+when those bytes end the line.
 
 Memory: the buffer stays as large as the longest line so far (up to
 :data:`MAX_KEPT_BYTES`) between messages: some 8 MiB after a 10,000-record line. Decoded
@@ -22,8 +23,6 @@ while reading it, its pieces.
 
 from __future__ import annotations
 
-import io
-import sys
 from typing import Protocol
 
 # The first buffer, and how much one read asks for when the buffer is empty: a pipe
@@ -39,15 +38,10 @@ _NEWLINE = b"\n"
 
 
 class Readable(Protocol):
-    """What a line reader needs of its input: :func:`stdin`, or ``io.BytesIO`` in tests."""
+    """What a line reader needs of its input: an ``io.FileIO``, or ``io.BytesIO`` in tests."""
 
     def readinto(self, buffer: memoryview, /) -> int | None:
         """Read at most ``len(buffer)`` bytes, no more than are there; 0 at EOF."""
-
-
-def stdin() -> io.FileIO:
-    """This process's standard input, read by one ``read(2)`` a call (see the module)."""
-    return io.FileIO(sys.stdin.fileno(), "rb", closefd=False)
 
 
 class LineReader:

@@ -158,7 +158,7 @@ class _TextLines:
 def serve(processor: ShardProcessor, stdin: Readable, stdout: IO[str], stderr: IO[str]) -> None:
     """Answer the daemon's messages on ``stdin`` until it closes it (EOF), as ``KCLProcess.run``.
 
-    ``stdin`` is read as bytes (:func:`consumer.lines.stdin`), by :class:`~consumer.lines.LineReader`;
+    ``stdin`` is read as bytes (:func:`consumer.pipes.take`), by :class:`~consumer.lines.LineReader`;
     status lines and checkpoint requests go to ``stdout``, errors amazon-kclpy would
     report to ``stderr``. Raises what ``KCLProcess.run`` raises: ``SystemExit`` from the
     processor, and a line that cannot be read as a message.

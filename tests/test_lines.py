@@ -147,10 +147,13 @@ def test_no_read_waits_for_input_a_line_does_not_need(lengths: list[int], cuts: 
 
 # A child reading its stdin as the shard process does, answering each line with its length.
 _ECHO = """
-from consumer.lines import LineReader, stdin
-reader = LineReader(stdin())
+from consumer import pipes
+from consumer.lines import LineReader
+daemon = pipes.take()
+reader = LineReader(daemon.stdin)
 while line := reader.readline():
-    print(len(line), flush=True)
+    daemon.stdout.write(f"{len(line)}\\n")
+    daemon.stdout.flush()
 """
 
 
@@ -181,16 +184,6 @@ def test_stdin_answers_each_line_as_the_pipe_gives_it() -> None:
             child.kill()
 
 
-def test_the_shard_process_reads_stdin_unbuffered(monkeypatch: pytest.MonkeyPatch) -> None:
-    """One read(2) per call: a buffered reader in between may read the pipe again (above)."""
-    with Path(os.devnull).open(encoding="utf-8") as devnull:
-        monkeypatch.setattr(sys, "stdin", devnull)  # pytest's own stdin has no descriptor
-        stream = lines.stdin()
-        assert type(stream) is io.FileIO
-        assert stream.fileno() == devnull.fileno()
-        assert not stream.closefd  # sys.stdin keeps its descriptor
-
-
 def test_a_line_is_returned_without_waiting_for_more() -> None:
     """A checkpoint answer is read as soon as the pipe has it: no read past its newline."""
     pipe = Pipe([b'{"action":"checkpoint"}\n', b"never read\n"])
@@ -200,7 +193,7 @@ def test_a_line_is_returned_without_waiting_for_more() -> None:
 
 
 def test_streams_of_every_kind() -> None:
-    """The shard process reads a FileIO (lines.stdin()); the protocol tests, io.BytesIO."""
+    """The shard process reads a FileIO (pipes.take()); the protocol tests, io.BytesIO."""
     data = b"first\n" + b"z" * (3 * lines.FIRST_BUFFER_BYTES) + b"\nlast"
     with tempfile.TemporaryFile() as file:
         file.write(data)

@@ -1,0 +1,61 @@
+"""The daemon's two pipes, moved to descriptors only the protocol uses.
+
+A process's descriptors 0 and 1 are the daemon's pipes, and every child it starts
+inherits them. botocore starts a ``credential_process`` helper with our stdin (it
+captures only the helper's stdout and stderr), when a Kinesis dead-letter sink first
+needs credentials: a helper that reads its stdin (a prompt, ``cat``) would take the
+daemon's bytes, leaving a broken message or, since the daemon sends nothing until it is
+answered, a shard that hangs. A stray write to descriptor 1 (a library's ``print``, a
+child's output, C code's ``printf``) would be a line the daemon cannot parse.
+
+So :func:`take` moves the pipes to new descriptors, which children do not inherit (PEP
+446: ``os.dup`` makes them non-inheritable), and points descriptor 0 at ``/dev/null``
+(a child reading stdin reads EOF) and descriptor 1 at descriptor 2 (a stray line
+becomes a line of the log, on stderr). Only the shard process does this, first thing:
+the daemon talks to nothing else.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import sys
+from typing import NamedTuple, TextIO
+
+STDIN_FD = 0
+STDOUT_FD = 1
+STDERR_FD = 2
+
+
+class DaemonPipes(NamedTuple):
+    """The protocol's ends of the daemon's pipes."""
+
+    # Read by its descriptor, one read(2) a call (consumer.lines explains why).
+    stdin: io.FileIO
+    # Text, as amazon-kclpy's writer wants it; it flushes after every message.
+    stdout: TextIO
+
+
+def take() -> DaemonPipes:
+    """Move the daemon's pipes off descriptors 0 and 1; return them (see the module).
+
+    Raises ``OSError`` if either is closed: a shard process without the daemon's pipes
+    has nobody to answer.
+    """
+    sys.stdout.flush()  # nothing written so far, but what is must go where it was meant
+    protocol_in = os.dup(STDIN_FD)
+    protocol_out = os.dup(STDOUT_FD)
+    null = os.open(os.devnull, os.O_RDONLY)
+    try:
+        os.dup2(null, STDIN_FD)
+    finally:
+        os.close(null)
+    os.dup2(STDERR_FD, STDOUT_FD)
+    return DaemonPipes(
+        io.FileIO(protocol_in, "rb"),
+        # The daemon reads UTF-8 (the launcher starts its JVM with -Dfile.encoding=UTF-8);
+        # amazon-kclpy writes ASCII JSON anyway. "\n" written as it is, as on stdout.
+        io.TextIOWrapper(
+            io.BufferedWriter(io.FileIO(protocol_out, "wb")), encoding="utf-8", newline="\n"
+        ),
+    )
