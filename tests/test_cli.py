@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 import os
 import re
+import select
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import IO
 
 import pytest
 
@@ -24,6 +26,8 @@ ROOT = Path(__file__).resolve().parents[1]
 LOCAL_DEFAULT_TIMEOUT = 300
 # How long a signalled shard process must stay up to show it ignored the signal.
 SIGNAL_GRACE_SECONDS = 1.0
+# How long a shard process may take to answer a message (a shared, loaded machine).
+ANSWER_TIMEOUT_SECONDS = 60.0
 
 
 def run_sh(
@@ -174,6 +178,7 @@ def test_shard_process_leaves_stopping_to_the_daemon(tmp_path: Path, signum: int
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
+        bufsize=0,  # unbuffered: what select() sees ready is what readline() reads
     ) as child:
         assert child.stdin is not None
         assert child.stdout is not None
@@ -184,10 +189,7 @@ def test_shard_process_leaves_stopping_to_the_daemon(tmp_path: Path, signum: int
             )
             child.stdin.flush()
             # The answer proves the process is past start-up, its signal dispositions set.
-            # (amazon-kclpy writes a newline before each message.)
-            lines = iter(child.stdout.readline, b"")
-            answer = json.loads(next(line for line in lines if line.strip()))
-            assert answer == {"action": "status", "responseFor": "initialize"}
+            assert _next_message(child.stdout) == {"action": "status", "responseFor": "initialize"}
             child.send_signal(signum)
             with pytest.raises(subprocess.TimeoutExpired):
                 child.wait(SIGNAL_GRACE_SECONDS)
@@ -195,6 +197,22 @@ def test_shard_process_leaves_stopping_to_the_daemon(tmp_path: Path, signum: int
             assert child.wait(30) == ExitStatus.OK
         finally:
             child.kill()
+
+
+def _next_message(stdout: IO[bytes]) -> object:
+    """The shard process's next message, or a failure after ANSWER_TIMEOUT_SECONDS.
+
+    Read with a deadline: a shard process that never answers fails the test, not hangs it.
+    (amazon-kclpy writes a newline before each message.)
+    """
+    deadline = time.monotonic() + ANSWER_TIMEOUT_SECONDS
+    while True:
+        ready, _, _ = select.select([stdout], [], [], max(0.0, deadline - time.monotonic()))
+        assert ready, "the shard process did not answer"
+        line = stdout.readline()
+        assert line, "the shard process closed its stdout"
+        if line.strip():
+            return json.loads(line)
 
 
 def test_a_message_the_shard_process_cannot_read_stops_it_as_an_error(tmp_path: Path) -> None:

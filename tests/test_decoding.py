@@ -17,8 +17,8 @@ from hypothesis import strategies as st
 
 from consumer import capture_rules, decoding, paths
 from consumer.errors import RecordError
+from tests.hostile import PROPERTY_SETTINGS, any_char, json_module_only, raw_numbers, to_json
 from tests.support import deep
-from tests.test_mapping import PROPERTY_SETTINGS, any_char, json_module_only, raw_numbers, to_json
 
 
 def typed(value: Any) -> list[str]:

@@ -30,11 +30,11 @@ from local.standin import make_server
 from tests.support import ScriptedTransport
 
 
-def sender_with(transport: ScriptedTransport) -> Sender:
+def sender_with(transport: ScriptedTransport, *, historical_migration: bool = False) -> Sender:
     return Sender(
         host="http://ph.local/",
         api_key="phc_k",
-        historical_migration=False,
+        historical_migration=historical_migration,
         timeout=3,
         transport=transport,
     )
@@ -65,13 +65,7 @@ def test_body_is_plain_gzip_and_the_same_for_the_same_batch() -> None:
         for n in range(60_000)
     ]
     transport = ScriptedTransport(200, 200)
-    sender = Sender(
-        host="http://ph.local",
-        api_key="phc_k",
-        historical_migration=True,
-        timeout=3,
-        transport=transport,
-    )
+    sender = sender_with(transport, historical_migration=True)
     sender.send(payloads)
     sender.send(payloads)
     first, again = (request["raw_body"] for request in transport.requests)
