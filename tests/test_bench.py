@@ -18,11 +18,19 @@ import pytest
 from amazon_kclpy import dispatch
 from amazon_kclpy import messages as kcl_messages
 
-from scripts.bench import floor, messages
-from scripts.bench.daemon import run_shard
+from scripts.bench import floor, messages, report
+from scripts.bench.daemon import ShardRun, run_shard
 from scripts.bench.e2e import group_cpu
 from scripts.bench.server import MinimalServer
-from scripts.bench.shard import API_KEY, CONTENDERS, OURS, Workload, shard_env, write_properties
+from scripts.bench.shard import (
+    API_KEY,
+    CONTENDERS,
+    OURS,
+    Figures,
+    Workload,
+    shard_env,
+    write_properties,
+)
 
 JACKSON_LINES = [
     '{"action":"processRecords","records":[{"data":"eyJuIjowLCJzIjoiw6kg4piDIPCfmIAgXCJxXCIgXHUwMDAxIn0=","partitionKey":"pk-é☃\\u0001\\u001F\\"\\\\/0","sequenceNumber":"49600000000000000000000000000000000000000000000000000000","approximateArrivalTimestamp":1700000000123,"subSequenceNumber":0,"action":"record"},{"data":"eyJuIjoxLCJzIjoiw6kg4piDIPCfmIAgXCJxXCIgXHUwMDAxIn0=","partitionKey":"pk-é☃\\u0001\\u001F\\"\\\\/1","sequenceNumber":"49600000000000000000000000000000000000000000000000000001","approximateArrivalTimestamp":1700000000124,"subSequenceNumber":0,"action":"record"}],"millisBehindLatest":12345}\n',
@@ -117,3 +125,32 @@ def test_group_cpu_counts_this_process_group() -> None:
     assert sample.total > 0
     assert sample.total == sum(sample.by_kind.values())
     assert sys.executable
+
+
+def _figures(*rates: float) -> Figures:
+    """Runs of 1,000 records at these rates (the other figures do not matter here)."""
+    runs = [ShardRun(1000, 1000 / rate, 50.0, 0.01, 1, None) for rate in rates]
+    return Figures(runs=runs)
+
+
+def test_the_ratios_name_their_spread_over_the_rounds(capsys: pytest.CaptureFixture[str]) -> None:
+    """Each ratio to an alternative is the ratio of the medians, with the range of the
+    ratios within a round (each round runs ours next to the other)."""
+    floors = dict.fromkeys(report.FLOOR_LABELS, 100_000.0)
+    results = {
+        (OURS, "minimal"): _figures(60_000, 40_000, 50_000),
+        ("per-record", "minimal"): _figures(1_000, 1_000, 1_250),
+        ("posthog-python", "minimal"): _figures(8_000, 8_000, 8_000),
+    }
+    report.shard_table(floors, results, 1000)
+    printed = capsys.readouterr().out
+    # medians 50,000 and 1,000; within the rounds 60x, 40x and 40x
+    assert "ours / per-record (same server): 50.0x (rounds: 40.0x to 60.0x)" in printed
+    assert "ours / posthog-python (same server): 6.2x (rounds: 5.0x to 7.5x)" in printed
+    # One round has no range; rounds that do not pair up are a bug, not a figure.
+    results = {(OURS, "minimal"): _figures(50_000), ("per-record", "minimal"): _figures(1_000)}
+    report.shard_table(floors, results, 1000)
+    assert "ours / per-record (same server): 50.0x\n" in capsys.readouterr().out
+    results[("per-record", "minimal")] = _figures(1_000, 1_000)
+    with pytest.raises(ValueError, match="zip"):
+        report.shard_table(floors, results, 1000)

@@ -68,7 +68,23 @@ def shard_table(
     for name in ("per-record", "posthog-python"):
         other = results.get((name, "minimal"))
         if other is not None:
-            _out(f"ours / {name} (same server): {ours.rate / other.rate:.1f}x")
+            _out(
+                f"ours / {name} (same server): {ours.rate / other.rate:.1f}x"
+                f"{_round_ratios(ours, other)}"
+            )
+
+
+def _round_ratios(ours: shard.Figures, other: shard.Figures) -> str:
+    """The ratio within each round, lowest to highest: how far the machine moved it.
+
+    Each round runs ours (a second or two) and the other (up to minutes) one after the
+    other; the machine's speed moves by +-20% within a run, and the ratio of medians
+    hides how much of that a single round caught.
+    """
+    ratios = sorted(a.rate / b.rate for a, b in zip(ours.runs, other.runs, strict=True))
+    if len(ratios) < 2:  # a range needs two rounds
+        return ""
+    return f" (rounds: {ratios[0]:.1f}x to {ratios[-1]:.1f}x)"
 
 
 def e2e_table(figures: Mapping[str, float], records: int) -> None:
