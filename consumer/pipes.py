@@ -8,8 +8,8 @@ daemon's bytes, leaving a broken message or, since the daemon sends nothing unti
 answered, a shard that hangs. A stray write to descriptor 1 (a library's ``print``, a
 child's output, C code's ``printf``) would be a line the daemon cannot parse.
 
-So :func:`take` moves the pipes to new descriptors, which children do not inherit (PEP
-446: ``os.dup`` makes them non-inheritable), and points descriptor 0 at ``/dev/null``
+So :func:`take` moves the pipes to new descriptors (above 2, close-on-exec: children
+do not inherit them), and points descriptor 0 at ``/dev/null``
 (a child reading stdin reads EOF) and descriptor 1 at descriptor 2 (a stray line
 becomes a line of the log, on stderr). Only the shard process does this, first thing:
 the daemon talks to nothing else.
@@ -17,6 +17,7 @@ the daemon talks to nothing else.
 
 from __future__ import annotations
 
+import fcntl
 import io
 import os
 import sys
@@ -25,6 +26,7 @@ from typing import NamedTuple, TextIO
 STDIN_FD = 0
 STDOUT_FD = 1
 STDERR_FD = 2
+FIRST_PRIVATE_FD = STDERR_FD + 1
 
 
 class DaemonPipes(NamedTuple):
@@ -42,15 +44,19 @@ def take() -> DaemonPipes:
     Raises ``OSError`` if either is closed: a shard process without the daemon's pipes
     has nobody to answer.
     """
-    sys.stdout.flush()  # nothing written so far, but what is must go where it was meant
-    protocol_in = os.dup(STDIN_FD)
-    protocol_out = os.dup(STDOUT_FD)
-    null = os.open(os.devnull, os.O_RDONLY)
+    if sys.stdout is not None:  # None when descriptor 1 was closed at start
+        sys.stdout.flush()  # nothing written so far, but what is must go where it was meant
+    for fd in (STDIN_FD, STDOUT_FD):
+        os.fstat(fd)  # raises if closed, before a new descriptor can take its number
+    # Above 2, so never one of the standard three; close-on-exec, so no child inherits it.
+    protocol_in = fcntl.fcntl(STDIN_FD, fcntl.F_DUPFD_CLOEXEC, FIRST_PRIVATE_FD)
+    protocol_out = fcntl.fcntl(STDOUT_FD, fcntl.F_DUPFD_CLOEXEC, FIRST_PRIVATE_FD)
+    _point_at_null(STDIN_FD, os.O_RDONLY)
     try:
-        os.dup2(null, STDIN_FD)
-    finally:
-        os.close(null)
-    os.dup2(STDERR_FD, STDOUT_FD)
+        os.dup2(STDERR_FD, STDOUT_FD)
+    except OSError:
+        # No stderr either (the daemon always gives one): stray writes go nowhere.
+        _point_at_null(STDOUT_FD, os.O_WRONLY)
     return DaemonPipes(
         io.FileIO(protocol_in, "rb"),
         # The daemon reads UTF-8 (the launcher starts its JVM with -Dfile.encoding=UTF-8);
@@ -59,3 +65,12 @@ def take() -> DaemonPipes:
             io.BufferedWriter(io.FileIO(protocol_out, "wb")), encoding="utf-8", newline="\n"
         ),
     )
+
+
+def _point_at_null(fd: int, flags: int) -> None:
+    """Make descriptor ``fd`` read EOF or swallow writes (``/dev/null``)."""
+    null = os.open(os.devnull, flags)
+    try:
+        os.dup2(null, fd)
+    finally:
+        os.close(null)

@@ -12,6 +12,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from consumer.config import API_KEY_ENV, PROPERTIES_ENV
 from consumer.exits import ExitStatus
 from consumer.propfile import format_properties
@@ -40,6 +42,7 @@ checks = {
     "stdin_unbuffered": type(daemon.stdin) is io.FileIO,
     "inherited": [os.get_inheritable(daemon.stdin.fileno()), os.get_inheritable(daemon.stdout.fileno())],
     "fd0": os.readlink("/proc/self/fd/0"),
+    "private": min(daemon.stdin.fileno(), daemon.stdout.fileno()) > 2,
 }
 print("CHECKS " + repr(checks), file=sys.stderr, flush=True)
 """
@@ -67,12 +70,20 @@ def test_children_and_stray_writes_never_reach_the_daemons_pipes() -> None:
     assert "'stdin_unbuffered': True" in checks  # one read(2) a call (consumer.lines)
     assert "'inherited': [False, False]" in checks  # no child gets the daemon's pipes
     assert f"'fd0': '{os.devnull}'" in checks
+    assert "'private': True" in checks  # never one of the standard three
 
 
-def test_a_shard_process_without_stdin_stops_as_an_error() -> None:
-    """Started with descriptor 0 closed there is no daemon to answer: exit 70, logged."""
+@pytest.mark.parametrize(
+    "closed",
+    [
+        0,  # no stdin: nothing to read the daemon's messages from
+        1,  # no stdout: nowhere to answer them
+    ],
+)
+def test_a_shard_process_without_the_daemons_pipes_stops_as_an_error(closed: int) -> None:
+    """Started with descriptor 0 or 1 closed there is no daemon to answer: exit 70, logged."""
     start = (
-        "import os, sys; os.close(0); "
+        f"import os, sys; os.close({closed}); "
         "os.execv(sys.executable, [sys.executable, '-m', 'consumer', 'process'])"
     )
     done = subprocess.run(
@@ -83,7 +94,7 @@ def test_a_shard_process_without_stdin_stops_as_an_error() -> None:
         timeout=TIMEOUT_SECONDS,
         check=False,
     )
-    assert done.returncode == ExitStatus.UNEXPECTED
+    assert done.returncode == ExitStatus.UNEXPECTED, done.stderr.decode()
     assert done.stdout == b""
     assert b"no stdin or stdout to speak to the daemon on" in done.stderr
 
