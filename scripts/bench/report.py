@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import statistics
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from scripts.bench import shard
 
@@ -39,14 +40,20 @@ FLOOR_LABELS = {
 
 
 def shard_table(
-    floors: Mapping[str, float], results: Mapping[tuple[str, str], shard.Figures], records: int
+    floors: Mapping[str, Sequence[float]],
+    results: Mapping[tuple[str, str], shard.Figures],
+    records: int,
 ) -> None:
-    """The shard-process table and its ratios."""
+    """The shard-process table (medians) and its ratios (see :func:`_ratio`).
+
+    ``floors`` holds each floor decoder's records/s in every round, in order.
+    """
     _out()
     _out(f"one shard process, {records:,} records in daemon-format processRecords lines")
     _out(f"{'':<52}{'records/s':>12}{'CPU us/rec':>12}{'peak RSS':>12}")
-    for name, rate in floors.items():
+    for name, rates in floors.items():
         # Decoded in this process, one thread: wall time is its CPU time.
+        rate = statistics.median(rates)
         _out(f"{FLOOR_LABELS[name]:<52}{rate:>12,.0f}{1e6 / rate:>12.1f}")
     for (name, server), figures in results.items():
         label = f"{name} -> {server} server"
@@ -59,32 +66,36 @@ def shard_table(
     if ours is None:
         return
     _out()
+    ours_rates = [run.rate for run in ours.runs]
     for name in ("json", "orjson"):
-        by_cpu = ours.cpu_us_per_record * floors[name] / 1e6
+        by_cpu = ours.cpu_us_per_record * statistics.median(floors[name]) / 1e6
         _out(
-            f"ours (minimal server) vs floor ({name}): {floors[name] / ours.rate:.2f}x slower, "
-            f"{by_cpu:.2f}x its CPU per record"
+            f"ours (minimal server) vs floor ({name}): {_ratio(floors[name], ours_rates, 2)} "
+            f"slower, {by_cpu:.2f}x its CPU per record"
         )
     for name in ("per-record", "posthog-python"):
         other = results.get((name, "minimal"))
         if other is not None:
-            _out(
-                f"ours / {name} (same server): {ours.rate / other.rate:.1f}x"
-                f"{_round_ratios(ours, other)}"
-            )
+            theirs = [run.rate for run in other.runs]
+            _out(f"ours / {name} (same server): {_ratio(ours_rates, theirs, 1)}")
 
 
-def _round_ratios(ours: shard.Figures, other: shard.Figures) -> str:
-    """The ratio within each round, lowest to highest: how far the machine moved it.
+def _ratio(numerators: Sequence[float], denominators: Sequence[float], digits: int) -> str:
+    """The median of the rounds' ratios, their range, and the ratio of the medians.
 
-    Each round runs ours (a second or two) and the other (up to minutes) one after the
-    other; the machine's speed moves by +-20% within a run, and the ratio of medians
-    hides how much of that a single round caught.
+    Each round runs every contender once, back to back, so a ratio within a round
+    compares two of them in the same stretch of the machine's speed, which moves by
+    +-20% within a run; the ratio of the medians may set one contender's fast round
+    against another's slow one. Both are printed; the first is the figure.
     """
-    ratios = sorted(a.rate / b.rate for a, b in zip(ours.runs, other.runs, strict=True))
-    if len(ratios) < 2:  # a range needs two rounds
-        return ""
-    return f" (rounds: {ratios[0]:.1f}x to {ratios[-1]:.1f}x)"
+    ratios = sorted(a / b for a, b in zip(numerators, denominators, strict=True))
+    of_medians = statistics.median(numerators) / statistics.median(denominators)
+    if len(ratios) < 2:  # one round: one ratio
+        return f"{ratios[0]:.{digits}f}x"
+    return (
+        f"{statistics.median(ratios):.{digits}f}x (rounds {ratios[0]:.{digits}f}x to "
+        f"{ratios[-1]:.{digits}f}x; ratio of the medians {of_medians:.{digits}f}x)"
+    )
 
 
 def e2e_table(figures: Mapping[str, float], records: int) -> None:

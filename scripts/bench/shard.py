@@ -149,12 +149,12 @@ def measure(
     workload: Workload,
     runs: int,
     progress: Callable[[str], None],
-) -> tuple[dict[str, float], dict[tuple[str, str], Figures]]:
+) -> tuple[dict[str, list[float]], dict[tuple[str, str], Figures]]:
     """Run each (contender, server) of ``plan`` ``runs`` times, interleaved.
 
     Each round starts with the floors (every decoder of :data:`floor.DECODERS` once, in
     this process), so that they are measured in the same stretch of the machine's speed
-    as the shard processes they are compared with; returns their median records/s too.
+    as the shard processes they are compared with; returns their records/s in each round too.
     """
     floors: dict[str, list[float]] = {name: [] for name in floor.DECODERS}
     results = {(c.name, s.name): Figures() for c, s in plan}
@@ -185,4 +185,4 @@ def measure(
                 f"peak RSS {run.peak_rss_mib:.0f} MiB"
                 + (f"  ({lost} events missing!)" if lost else "")
             )
-    return {name: statistics.median(rates) for name, rates in floors.items()}, results
+    return floors, results
