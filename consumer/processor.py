@@ -230,11 +230,12 @@ class _Mapped:
         self.count = 0  # records read so far
 
     def __iter__(self) -> Iterator[Pending]:
+        map_record = self._mapper.map
         for raw in self._raws:
-            record = _to_record(raw)
+            record = raw if type(raw) is KinesisRecord else _to_record(raw)
             self.count += 1
             try:
-                event = self._mapper.map(record)
+                event = map_record(record)
             except RecordError as exc:
                 self._rejected.append(
                     DeadLetter.of(
