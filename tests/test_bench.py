@@ -20,7 +20,7 @@ from amazon_kclpy import messages as kcl_messages
 
 from scripts.bench import floor, messages, report
 from scripts.bench.daemon import ShardRun, run_shard
-from scripts.bench.e2e import group_cpu
+from scripts.bench.e2e import group_cpu, less_idle
 from scripts.bench.server import MinimalServer
 from scripts.bench.shard import (
     API_KEY,
@@ -125,6 +125,20 @@ def test_group_cpu_counts_this_process_group() -> None:
     assert sample.total > 0
     assert sample.total == sum(sample.by_kind.values())
     assert sys.executable
+
+
+@pytest.mark.parametrize(
+    ("cpu_seconds", "idle_cores", "span", "expected"),
+    [
+        (5.0, 0.25, 8.0, 3.0),  # a window of 8 s at an idle 0.25 core: 2 s of it was idle work
+        (0.3, 0.25, 2.0, 0.0),  # coarser samples than the idle rate: never below zero
+        (5.0, 0.0, 8.0, 5.0),  # an idle worker costing nothing
+    ],
+)
+def test_the_worker_cost_less_its_idle_work(
+    cpu_seconds: float, idle_cores: float, span: float, expected: float
+) -> None:
+    assert less_idle(cpu_seconds, idle_cores, span) == pytest.approx(expected)
 
 
 def _figures(*rates: float) -> Figures:

@@ -28,6 +28,9 @@ STREAM = "bench-events"
 SHARDS = 4
 PER_100K = 100_000
 POLL_SECONDS = 0.05  # the first-to-last window can be short: KCL prefetches while it starts
+# How long the worker's CPU is watched once every event arrived and it has nothing to do
+# but poll its shards and renew its leases: its background cost, per second.
+IDLE_SECONDS = 20.0
 FIRST_EVENT_TIMEOUT_SECONDS = 240.0
 DELIVERY_TIMEOUT_SECONDS = 900.0
 # GetRecords' largest page (Kinesis API reference).
@@ -163,15 +166,33 @@ def _watch(
     first_time, first_count, first_cpu = first
     span = max(now - first_time, POLL_SECONDS)
     after_first = max(count - first_count, 1)
+    say(f"all events in; watching the idle worker for {IDLE_SECONDS:g}s")
+    time.sleep(IDLE_SECONDS)
+    idle = group_cpu(pgid)
+    idle_cores = (idle.total - cpu.total) / IDLE_SECONDS
+    window = cpu.total - first_cpu.total
     figures = {
         "seconds to the first event": first_time - start,
         "records/s, first event to last": after_first / span,
-        "CPU s per 100k records, first event to last": (cpu.total - first_cpu.total)
-        / after_first
-        * PER_100K,
+        "CPU s per 100k records, first event to last": window / after_first * PER_100K,
         "CPU s per 100k records, from the start": cpu.total / count * PER_100K,
     }
     for kind, seconds in sorted(cpu.by_kind.items()):
         since = seconds - first_cpu.by_kind.get(kind, 0.0)
         figures[f"  of which {kind}, first event to last"] = since / after_first * PER_100K
+    figures["idle worker afterwards, cores (polling, leases)"] = idle_cores
+    for kind, seconds in sorted(idle.by_kind.items()):
+        idle_kind = (seconds - cpu.by_kind.get(kind, 0.0)) / IDLE_SECONDS
+        figures[f"  of which {kind}, cores"] = idle_kind
+    figures["CPU s per 100k records, first event to last, less idle"] = (
+        less_idle(window, idle_cores, span) / after_first * PER_100K
+    )
     return figures
+
+
+def less_idle(cpu_seconds: float, idle_cores: float, span: float) -> float:
+    """What ``cpu_seconds`` over ``span`` seconds cost beyond the idle worker's own work.
+
+    Never below zero: a short window's samples are coarser than the idle rate.
+    """
+    return max(cpu_seconds - idle_cores * span, 0.0)
