@@ -77,9 +77,6 @@ def main(argv: Sequence[str] | None = None) -> int:  # noqa: PLR0911 - one retur
 
 def _process(properties: str | None) -> int:
     """Run one shard's record processor over stdin/stdout (started by the KCL daemon)."""
-    from consumer.protocol import serve
-    from consumer.wiring import build_processor
-
     # Ctrl+C, and a supervisor's SIGTERM to the whole process group (systemd's default,
     # `kill -- -PGID`), reach us at the same moment as the daemon. The daemon must be the
     # one to stop us, with shutdownRequested and then EOF on stdin (it never signals its
@@ -93,9 +90,14 @@ def _process(properties: str | None) -> int:
     except OSError:
         # Started without the daemon's pipes (a closed stdin or stdout): nobody to answer.
         log.critical(
-            "the shard process has no stdin or stdout to speak to the daemon on", exc_info=True
+            "the shard process cannot take the daemon's pipes from its stdin and stdout",
+            exc_info=True,
         )
         return ExitStatus.UNEXPECTED
+    # Imported once the pipes are taken: nothing they import can print into the protocol.
+    from consumer.protocol import serve
+    from consumer.wiring import build_processor
+
     path = properties or os.environ.get(config.PROPERTIES_ENV)
     if not path:
         raise ConfigError(config.PROPERTIES_ENV, "", "the properties file path (run.sh sets it)")

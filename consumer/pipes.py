@@ -41,22 +41,25 @@ class DaemonPipes(NamedTuple):
 def take() -> DaemonPipes:
     """Move the daemon's pipes off descriptors 0 and 1; return them (see the module).
 
-    Raises ``OSError`` if either is closed: a shard process without the daemon's pipes
-    has nobody to answer.
+    Raises ``OSError`` if descriptor 0, 1 or 2 is closed: a shard process without the
+    daemon's pipes has nobody to answer (and without stderr, nowhere to say so).
     """
     if sys.stdout is not None:  # None when descriptor 1 was closed at start
         sys.stdout.flush()  # nothing written so far, but what is must go where it was meant
-    for fd in (STDIN_FD, STDOUT_FD):
-        os.fstat(fd)  # raises if closed, before a new descriptor can take its number
-    # Above 2, so never one of the standard three; close-on-exec, so no child inherits it.
+    # Above 2, so never one of the standard three (nor a closed one's number: a closed
+    # descriptor raises EBADF here); close-on-exec, so no child inherits it.
     protocol_in = fcntl.fcntl(STDIN_FD, fcntl.F_DUPFD_CLOEXEC, FIRST_PRIVATE_FD)
     protocol_out = fcntl.fcntl(STDOUT_FD, fcntl.F_DUPFD_CLOEXEC, FIRST_PRIVATE_FD)
-    _point_at_null(STDIN_FD, os.O_RDONLY)
+    null = os.open(os.devnull, os.O_RDONLY)
     try:
-        os.dup2(STDERR_FD, STDOUT_FD)
-    except OSError:
-        # No stderr either (the daemon always gives one): stray writes go nowhere.
-        _point_at_null(STDOUT_FD, os.O_WRONLY)
+        os.dup2(null, STDIN_FD)
+    finally:
+        os.close(null)
+    os.dup2(STDERR_FD, STDOUT_FD)
+    if isinstance(sys.stdout, io.TextIOWrapper):  # None, if descriptor 1 was closed
+        # A stray print now goes to stderr, beside the log's lines: whole lines, each
+        # written as it ends, not a block buffer's 8 KiB cut anywhere in a log line.
+        sys.stdout.reconfigure(line_buffering=True)
     return DaemonPipes(
         io.FileIO(protocol_in, "rb"),
         # The daemon reads UTF-8 (the launcher starts its JVM with -Dfile.encoding=UTF-8);
@@ -65,12 +68,3 @@ def take() -> DaemonPipes:
             io.BufferedWriter(io.FileIO(protocol_out, "wb")), encoding="utf-8", newline="\n"
         ),
     )
-
-
-def _point_at_null(fd: int, flags: int) -> None:
-    """Make descriptor ``fd`` read EOF or swallow writes (``/dev/null``)."""
-    null = os.open(os.devnull, flags)
-    try:
-        os.dup2(null, fd)
-    finally:
-        os.close(null)

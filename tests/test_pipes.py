@@ -31,7 +31,8 @@ import io, os, subprocess, sys
 from consumer import pipes
 
 daemon = pipes.take()
-print("printed after take", flush=True)
+print("printed after take")  # not flushed: line by line it goes out at once
+os.write(2, b"written to stderr after the print\n")
 os.write(1, b"written to descriptor 1\n")
 # A helper that reads its stdin and prints, as a credential_process helper may:
 subprocess.run(["sh", "-c", "cat; echo child wrote this"], check=True, timeout=30)
@@ -53,11 +54,14 @@ def test_children_and_stray_writes_never_reach_the_daemons_pipes() -> None:
     the protocol's; what is printed or written to descriptor 1 goes to stderr, never into
     the answer the daemon reads. Without take(), ``cat`` takes the line and stdout holds
     every stray line."""
+    # Buffered as a shard process's stdout is (the daemon sets no PYTHONUNBUFFERED).
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONUNBUFFERED"}
     done = subprocess.run(
         [sys.executable, "-c", _CHILD],
         input=b"the daemon's line\n",
         capture_output=True,
         cwd=ROOT,
+        env=env,
         timeout=TIMEOUT_SECONDS,
         check=False,
     )
@@ -66,6 +70,8 @@ def test_children_and_stray_writes_never_reach_the_daemons_pipes() -> None:
     stderr = done.stderr.decode()
     for stray in ("printed after take", "written to descriptor 1", "child wrote this"):
         assert stray in stderr
+    # A stray line is written whole as it ends, not later, cut into a log line.
+    assert stderr.index("printed after take\n") < stderr.index("written to stderr after the print")
     checks = stderr.split("CHECKS ", 1)[1]
     assert "'stdin_unbuffered': True" in checks  # one read(2) a call (consumer.lines)
     assert "'inherited': [False, False]" in checks  # no child gets the daemon's pipes
@@ -96,7 +102,7 @@ def test_a_shard_process_without_the_daemons_pipes_stops_as_an_error(closed: int
     )
     assert done.returncode == ExitStatus.UNEXPECTED, done.stderr.decode()
     assert done.stdout == b""
-    assert b"no stdin or stdout to speak to the daemon on" in done.stderr
+    assert b"cannot take the daemon's pipes from its stdin and stdout" in done.stderr
 
 
 # A credential_process helper that reads its stdin before answering, as a prompting one

@@ -84,6 +84,12 @@ def with_record_field(line: str, old: str, new: str) -> str:
     return line.replace(old, new, 1)
 
 
+def with_first_data(line: str, data: str) -> str:
+    """``line`` with its first record's ``data`` text replaced by ``data`` (JSON-escaped)."""
+    start = line.index('"data":"') + len('"data":"')
+    return line[:start] + data + line[line.index('"', start) :]
+
+
 FIRST_KEY = '"partitionKey":"user-0000",'
 FIRST_ARRIVAL = f'"approximateArrivalTimestamp":{messages.ARRIVAL_START_MILLIS},'
 
@@ -155,6 +161,15 @@ SCENARIOS = {
     "record-null-arrival": [
         INIT,
         with_record_field(batch(0, 2), FIRST_ARRIVAL, '"approximateArrivalTimestamp":null,'),
+    ],
+    # base64 the daemon never writes, which binascii reads and pybase64's validation
+    # refuses: a newline in it (MIME's), and two padded pieces run together (binascii
+    # stops at the first padding). Each record's bytes are binascii's, on both loops.
+    "base64-with-newline": [INIT, with_first_data(batch(0, 2), "eyJhIjoxfQ==\\n"), LEASE_LOST],
+    "base64-padded-twice": [
+        INIT,
+        with_first_data(batch(0, 2), "eyJhIjoxfQ==eyJhIjoxfQ=="),
+        LEASE_LOST,
     ],
     # Records that are not the daemon's: no action (MalformedAction), or not objects at all.
     "record-without-action": [INIT, with_record_field(batch(0, 1), ',"action":"record"', "")],
