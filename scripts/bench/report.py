@@ -103,4 +103,5 @@ def e2e_table(figures: Mapping[str, float], records: int) -> None:
     _out()
     _out(f"whole worker (KCL daemon + shard processes), 4-shard stream of {records:,} records")
     for label, value in figures.items():
-        _out(f"{label:<60}{value:>12,.1f}")
+        # Cores and CPU seconds are small numbers: two decimals; rates whole.
+        _out(f"{label:<60}{value:>12,.2f}" if value < 100 else f"{label:<60}{value:>12,.0f}")
