@@ -31,6 +31,7 @@ POLL_SECONDS = 0.05  # the first-to-last window can be short: KCL prefetches whi
 # How long the worker's CPU is watched once every event arrived and it has nothing to do
 # but poll its shards and renew its leases: its background cost, per second.
 IDLE_SECONDS = 20.0
+POLL_SETTING = "idleTimeBetweenReadsInMillis"
 FIRST_EVENT_TIMEOUT_SECONDS = 240.0
 DELIVERY_TIMEOUT_SECONDS = 900.0
 # GetRecords' largest page (Kinesis API reference).
@@ -94,8 +95,16 @@ def plain_reader_rate(client: Any, total: int) -> float:
     return read / (time.perf_counter() - start)
 
 
-def measure(workdir: Path, records: int, say: Callable[[str], None]) -> dict[str, float]:
-    """Run the whole worker once over a pre-filled stream; return its figures."""
+def measure(
+    workdir: Path, records: int, say: Callable[[str], None], *, poll_ms: int | None = None
+) -> dict[str, float]:
+    """Run the whole worker once over a pre-filled stream; return its figures.
+
+    ``poll_ms`` sets how long KCL waits between two GetRecords calls to a shard
+    (``idleTimeBetweenReadsInMillis``; the tests' fast value if None): the idle worker's
+    cost is mostly those calls.
+    """
+    polling = {} if poll_ms is None else {POLL_SETTING: str(poll_ms)}
     logs = workdir / "e2e"
     logs.mkdir(exist_ok=True)
     with emulators.running(logs) as endpoints:
@@ -121,6 +130,7 @@ def measure(workdir: Path, records: int, say: Callable[[str], None]) -> dict[str
                     "kinesisEndpoint": endpoints.kinesis_endpoint,
                     "dynamoDBEndpoint": endpoints.dynamodb_endpoint,
                     **harness.FAST_KCL,
+                    **polling,
                     "posthogHost": server.url,
                     "posthogApiKey": API_KEY,
                     "deadLetter": f"file:{logs / 'dead-letter.jsonl'}",
