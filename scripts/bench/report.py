@@ -81,20 +81,20 @@ def shard_table(
 
 
 def _ratio(numerators: Sequence[float], denominators: Sequence[float], digits: int) -> str:
-    """The median of the rounds' ratios, their range, and the ratio of the medians.
+    """The ratio of the medians, and the range of the ratios within single rounds.
 
-    Each round runs every contender once, back to back, so a ratio within a round
-    compares two of them in the same stretch of the machine's speed, which moves by
-    +-20% within a run; the ratio of the medians may set one contender's fast round
-    against another's slow one. Both are printed; the first is the figure.
+    The ratio of the medians is the figure. The range shows how far the machine's speed,
+    which moves by +-20% within a run, carried single rounds: a round runs every
+    contender once, back to back, but the slow ones take minutes, so the rounds' own
+    ratios are not much better paired than the medians.
     """
-    ratios = sorted(a / b for a, b in zip(numerators, denominators, strict=True))
     of_medians = statistics.median(numerators) / statistics.median(denominators)
-    if len(ratios) < 2:  # one round: one ratio
-        return f"{ratios[0]:.{digits}f}x"
+    ratios = sorted(a / b for a, b in zip(numerators, denominators, strict=True))
+    if len(ratios) < 2:  # one round: no range
+        return f"{of_medians:.{digits}f}x"
     return (
-        f"{statistics.median(ratios):.{digits}f}x (rounds {ratios[0]:.{digits}f}x to "
-        f"{ratios[-1]:.{digits}f}x; ratio of the medians {of_medians:.{digits}f}x)"
+        f"{of_medians:.{digits}f}x (single rounds {ratios[0]:.{digits}f}x to "
+        f"{ratios[-1]:.{digits}f}x)"
     )
 
 
