@@ -136,7 +136,7 @@ def measure(
                     "deadLetter": f"file:{logs / 'dead-letter.jsonl'}",
                 },
             )
-            say("starting the worker (a fresh KCL application takes 30-60 s to read)")
+            say("starting the worker (a fresh KCL application takes 30-130 s to read here)")
             worker = harness.Worker.start(properties, logs / "worker.log")
             figures = _watch(worker, server, records, say)
         finally:

@@ -18,10 +18,11 @@ def _out(text: str = "") -> None:
 
 def header(args: argparse.Namespace, load: tuple[float, float, float]) -> None:
     """What was run, where."""
+    # The whole worker runs once; the shard processes' figures are medians.
+    runs = "" if args.e2e_only else f"; shard figures the median of {args.runs} runs"
     _out(
         f"kinesis-posthog benchmark: {os.cpu_count()} cores, Python {platform.python_version()}, "
-        f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} at start; "
-        f"each figure the median of {args.runs} runs"
+        f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} at start{runs}"
     )
     _out(f"command: ./run.sh bench {' '.join(sys.argv[1:])}".rstrip())
 
