@@ -202,17 +202,22 @@ def test_shard_process_leaves_stopping_to_the_daemon(tmp_path: Path, signum: int
 def _next_message(stdout: IO[bytes]) -> object:
     """The shard process's next message, or a failure after ANSWER_TIMEOUT_SECONDS.
 
-    Read with a deadline: a shard process that never answers fails the test, not hangs it.
+    Read a byte at a time with a deadline (``stdout`` is unbuffered): a shard process
+    that never answers, or stops mid-line, fails the test instead of hanging it.
     (amazon-kclpy writes a newline before each message.)
     """
     deadline = time.monotonic() + ANSWER_TIMEOUT_SECONDS
+    line = b""
     while True:
         ready, _, _ = select.select([stdout], [], [], max(0.0, deadline - time.monotonic()))
         assert ready, "the shard process did not answer"
-        line = stdout.readline()
-        assert line, "the shard process closed its stdout"
-        if line.strip():
-            return json.loads(line)
+        byte = stdout.read(1)
+        assert byte, "the shard process closed its stdout"
+        line += byte
+        if byte == b"\n":
+            if line.strip():
+                return json.loads(line)
+            line = b""
 
 
 def test_a_message_the_shard_process_cannot_read_stops_it_as_an_error(tmp_path: Path) -> None:
