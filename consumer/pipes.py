@@ -11,7 +11,7 @@ child's output, C code's ``printf``) would be a line the daemon cannot parse.
 So :func:`take` moves the pipes to new descriptors (above 2, close-on-exec: children
 do not inherit them), and points descriptor 0 at ``/dev/null``
 (a child reading stdin reads EOF) and descriptor 1 at descriptor 2 (a stray line
-becomes a line of the log, on stderr). Only the shard process does this, first thing:
+becomes a line on stderr, beside the log's). Only the shard process does this, first thing:
 the daemon talks to nothing else.
 """
 

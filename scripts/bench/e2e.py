@@ -101,8 +101,8 @@ def measure(
     """Run the whole worker once over a pre-filled stream; return its figures.
 
     ``poll_ms`` sets how long KCL waits between two GetRecords calls to a shard
-    (``idleTimeBetweenReadsInMillis``; the tests' fast value if None): the idle worker's
-    cost is mostly those calls.
+    (``idleTimeBetweenReadsInMillis``; the tests' fast value if None): those calls are
+    most of the idle worker's cost at the tests' 250 ms, about half at KCL's 1,500.
     """
     polling = {} if poll_ms is None else {POLL_SETTING: str(poll_ms)}
     logs = workdir / "e2e"
