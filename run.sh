@@ -68,7 +68,7 @@ apt_install() {
   fi
 }
 
-stamp_is() {  # stamp_is FILE HASH: FILE records an install of this pyproject.toml
+stamp_is() {  # stamp_is FILE HASH: FILE records an install from these sources
   [ -f "$1" ] && [ "$(cat "$1")" = "$2" ]
 }
 
@@ -82,7 +82,10 @@ setup() {
     "$(find_python)" -m venv "$VENV"
   fi
   local full_stamp="$VENV/.installed" production_stamp="$VENV/.installed-production" want
-  want="$(cat "$ROOT/pyproject.toml" | sha256sum | cut -c1-16)"
+  # What the install is built from: a change to any of it installs again, so the modules
+  # compiled in place (consumer/hot_path.py, setup.py) never run older code than their source.
+  want="$(cd "$ROOT" && cat pyproject.toml setup.py $("$(find_python)" consumer/hot_path.py) |
+    sha256sum | cut -c1-16)"
   if [ "$SETUP_PROFILE" = full ]; then
     if ! stamp_is "$full_stamp" "$want"; then
       say "installing the package, its KCL jars and the dev tools (first run: ~1-2 min)"

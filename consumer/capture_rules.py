@@ -51,7 +51,7 @@ _PROPERTIES_DEPTH = 2
 # A record whose JSON text holds at most this many '[' and '{' (in strings too) nests no
 # property deeper than MAX_EVENT_DEPTH, however it is mapped: its top object becomes
 # "properties" or a value below it, and each container it holds is one level more.
-PLAIN_MAX_CONTAINERS = MAX_EVENT_DEPTH - _PROPERTIES_DEPTH + 1
+PLAIN_MAX_CONTAINERS: int = MAX_EVENT_DEPTH - _PROPERTIES_DEPTH + 1
 # serde_json (without arbitrary_precision) reads integers beyond u64/i64 as doubles and
 # refuses, as "number out of range", any number that rounds to infinity. 2**1024 - 2**970
 # is the smallest integer that rounds to infinity as an IEEE 754 double (half-way
@@ -59,7 +59,7 @@ PLAIN_MAX_CONTAINERS = MAX_EVENT_DEPTH - _PROPERTIES_DEPTH + 1
 DOUBLE_OVERFLOW_INT = 2**1024 - 2**970
 
 # Any surrogate left in a decoded str is a lone one: json.loads joins proper pairs.
-_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+_LONE_SURROGATE = re.compile(f"[{chr(0xD800)}-{chr(0xDFFF)}]")
 REPLACEMENT_CHARACTER = "\ufffd"
 
 # The distinct id as capture reads it (RawEvent::extract_distinct_id_checked in
@@ -103,7 +103,7 @@ _SURELY_WITHIN_BYTES = (MAX_EVENT_BYTES - 2 - CAPTURED_EVENT_FIXED_BYTES) // 4
 _FLOAT_GROWTH_LOW, _FLOAT_GROWTH_HIGH = 1e-5, 1e-4
 # Below this (and not 0), Python's repr writes a float with an exponent ("1e-05",
 # "1.5e-07"), and other writers differently ("0.00001", "1.5e-7"): see SendableNumbers.
-SMALL_FLOAT_LIMIT = _FLOAT_GROWTH_HIGH
+SMALL_FLOAT_LIMIT: float = _FLOAT_GROWTH_HIGH
 _PYTHON_EXPONENT_OF_RYU_POSITIONAL = "e-05"
 # serde_json reads integers outside i64/u64 as doubles and writes them with ryu: at most a
 # sign, 17 significant digits, ".", "e" and the exponent.
@@ -315,8 +315,13 @@ def _json_string_bytes(text: str) -> int:
         return len(json.dumps(text, ensure_ascii=False).encode("utf-8", "surrogatepass"))
 
 
-def _sendable_number_growth(value: float) -> int:
-    """Refuse a number capture cannot read; else how many more bytes serde_json writes for it."""
+def _sendable_number_growth(value: int | float) -> int:  # noqa: PYI041 - see below
+    """Refuse a number capture cannot read; else how many more bytes serde_json writes for it.
+
+    ``int | float``, not ``float`` (which means the same to mypy): compiled by mypyc, a
+    ``float`` parameter converts an int on the way in, and an integer beyond a double
+    would raise OverflowError there instead of being refused here.
+    """
     if type(value) is int:
         if not -DOUBLE_OVERFLOW_INT < value < DOUBLE_OVERFLOW_INT:
             raise RecordError(
@@ -359,7 +364,7 @@ def _int_growth(value: int) -> int:
     return max(0, longest - digits)
 
 
-def _check_number(value: float, what: str) -> None:
+def _check_number(value: int | float, what: str) -> None:  # noqa: PYI041 - as above
     """Refuse a float the decoder made infinite (a literal such as 1e400 overflows).
 
     Integers are fine here: as names and ids they travel as text.

@@ -24,7 +24,7 @@ from typing import NamedTuple
 
 import amazon_kclpy
 
-from consumer import config, kclkeys, logs, preflight
+from consumer import config, hot_path, kclkeys, logs, preflight
 from consumer.errors import ConfigError, DependencyError
 from consumer.exits import ExitStatus
 from consumer.propfile import format_properties
@@ -228,6 +228,8 @@ def run(properties_path: Path) -> int:
         return ExitStatus.UNAVAILABLE
     preflight.require_known_key(settings, log.warning)
     log.info("%s", startup_outlook(daemon_properties, fresh=fresh))
+    # Which build the shard processes run: compiled, or (no C compiler) slower.
+    log.info("%s", hot_path.describe())
     log.info(
         "starting the KCL daemon for application %s, stream %s -> PostHog at %s",
         settings.application_name,

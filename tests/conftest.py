@@ -1,5 +1,8 @@
 """Fixtures only: settings, mapping rules and records from small dicts; a clean environment;
-the emulators and the end-to-end pipeline. Helpers and types live in ``tests/support.py``."""
+the emulators and the end-to-end pipeline. Helpers and types live in ``tests/support.py``.
+
+And one check before any test: no compiled module is older than its source
+(consumer/hot_path.py), or the tests would pass or fail on code that is no longer there."""
 
 from __future__ import annotations
 
@@ -9,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from consumer import config, wiring
+from consumer import config, hot_path, wiring
 from consumer.mapping import MappingRules
 from consumer.record import KinesisRecord
 from tests.support import (
@@ -18,6 +21,29 @@ from tests.support import (
     RulesFactory,
     SettingsFactory,
 )
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:  # noqa: ARG001 - pytest's hook signature
+    """Refuse to test compiled modules older than their source."""
+    if old := hot_path.stale():
+        pytest.exit(
+            f"{', '.join(old)}: changed since compiled, so the tests would run the old code; "
+            "./run.sh setup compiles them again (./run.sh test does that first)",
+            returncode=2,
+        )
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Skip the tests marked ``interpreted`` where the package runs compiled."""
+    if not hot_path.compiled():
+        return
+    skip = pytest.mark.skip(
+        reason="replaces a function compiled code calls directly: "
+        "tests/test_hot_path.py runs it against the interpreted package"
+    )
+    for item in items:
+        if item.get_closest_marker("interpreted"):
+            item.add_marker(skip)
 
 
 @pytest.fixture(autouse=True)

@@ -18,7 +18,6 @@ import orjson
 from hypothesis import HealthCheck
 from hypothesis import strategies as st
 
-from consumer import decoding, mapping
 from consumer.capture_rules import DOUBLE_OVERFLOW_INT
 
 PROPERTY_SETTINGS = hypothesis.settings(
@@ -105,9 +104,11 @@ class _NoOrjson:
 
 @contextlib.contextmanager
 def json_module_only() -> Iterator[None]:
-    """Map as before orjson: the json module reads and writes everything."""
-    with (
-        mock.patch.multiple(mapping, orjson=_NoOrjson),
-        mock.patch.multiple(decoding, orjson=_NoOrjson),
-    ):
+    """Map as before orjson: the json module reads and writes everything.
+
+    orjson's own functions are replaced, not the package's name for the module: code
+    compiled by mypyc (consumer/hot_path.py) holds on to the module it imported, but
+    looks up its functions at each call.
+    """
+    with mock.patch.multiple(orjson, loads=_NoOrjson.loads, dumps=_NoOrjson.dumps):
         yield

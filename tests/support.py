@@ -11,11 +11,13 @@ import contextlib
 import functools
 import json
 import re
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pytest
@@ -131,6 +133,16 @@ TIMESTAMP_FORM = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z")
 EVENT_KEYS = {"event", "distinct_id", "properties", "timestamp", "uuid"}
 # The longest client address capture can put in a message (IPv6 with an IPv4 tail).
 LONGEST_IP = "ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255"
+
+
+def source_of(module: ModuleType) -> Path:
+    """A module of the package's source file, also where it runs compiled.
+
+    Not from its ``__file__``: mypyc gives a compiled module first imported by another
+    compiled one a path that does not exist (consumer/consumer/...).
+    """
+    package, _, name = module.__name__.rpartition(".")
+    return Path(str(sys.modules[package].__file__)).with_name(f"{name}.py")
 
 
 def event_of(mapper: Mapper, record: Any) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from consumer import hot_path
 from consumer.timestamps import format_timestamp
 from local import harness
 from tests.support import (
@@ -118,6 +119,8 @@ def test_every_record_arrives_once_mapped(pipeline: Pipeline) -> None:
     assert pipeline.worker.process.poll() is None, "the worker is still running"
     log = (pipeline.workdir / f"worker-{pipeline.starts}.log").read_text()
     assert len(re.findall(r"shard shardId-\d+: starting after", log)) == SHARDS, "no restart"
+    # The start-up log says which build maps the records (consumer/hot_path.py).
+    assert hot_path.describe() in log
 
 
 def test_graceful_restart_resends_nothing(pipeline: Pipeline) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -11,19 +12,20 @@ from pathlib import Path
 
 import pytest
 
+from consumer import hot_path
 from consumer.__main__ import main
 from local import harness
 
 ROOT = Path(__file__).resolve().parents[1]
 # What the wheel is built from: the product and, beside it, what must stay out of it.
-SOURCE_TREE = ("pyproject.toml", "README.md", "consumer", "local", "tests", "scripts")
+SOURCE_TREE = ("pyproject.toml", "setup.py", "README.md", "consumer", "local", "tests", "scripts")
 
 
-def build_wheel(tmp_path: Path) -> dict[str, bytes]:
+def build_wheel(tmp_path: Path, env: dict[str, str] | None = None) -> dict[str, bytes]:
     """Build the wheel from a copy of the tree (a stale build/ in the repository could leak
     into a wheel built in place) and return the files it holds, by name."""
     source = tmp_path / "source"
-    ignore = shutil.ignore_patterns("__pycache__", "*.egg-info", ".*")
+    ignore = shutil.ignore_patterns("__pycache__", "*.egg-info", ".*", "*.so")
     source.mkdir()
     for name in SOURCE_TREE:
         if (ROOT / name).is_dir():
@@ -38,8 +40,9 @@ def build_wheel(tmp_path: Path) -> dict[str, bytes]:
         ],
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=300,
         check=False,
+        env={**os.environ, **(env or {})},
     )
     assert result.returncode == 0, result.stdout + result.stderr
     (wheel,) = out.glob("kinesis_posthog-*.whl")
@@ -64,6 +67,20 @@ def test_the_wheel_holds_the_product_and_nothing_else(tmp_path: Path) -> None:
     # Nothing installed may need the tooling that is not installed with it.
     imports_local = re.compile(rb"^\s*(from|import) local\b", re.MULTILINE)
     assert not [name for name in product if imports_local.search(files[name])]
+    # The hot path compiled (consumer/hot_path.py), with its sources beside it.
+    compiled = {name.split(".")[0] for name in product if name.endswith(".so")}
+    assert compiled == {
+        *(f"consumer/{module}" for module in hot_path.COMPILED),
+        hot_path.GROUP_NAME.replace(".", "/") + "__mypyc",
+    }
+    assert {f"consumer/{module}.py" for module in hot_path.COMPILED} <= product
+
+
+def test_without_a_c_compiler_the_wheel_runs_interpreted(tmp_path: Path) -> None:
+    """No C compiler: the package builds anyway, without compiled modules (slower, alike)."""
+    files = build_wheel(tmp_path, env={"CC": "false"})
+    assert not [name for name in files if name.endswith(".so")]
+    assert {f"consumer/{module}.py" for module in hot_path.COMPILED} <= set(files)
 
 
 @pytest.mark.parametrize("command", ["local", "standin", "demo"])

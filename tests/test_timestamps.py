@@ -354,6 +354,7 @@ class TestArrivalTimeEdges:
         assert reference_arrival(millis) == expected
 
 
+@pytest.mark.interpreted
 @pytest.mark.parametrize(
     "value",
     [
@@ -372,6 +373,7 @@ def test_common_values_take_the_fast_path(value: Any) -> None:
         assert event_time(value) == expected
 
 
+@pytest.mark.interpreted
 def test_arrival_time_takes_the_fast_path() -> None:
     """Arrival times in range never go through a datetime and format_timestamp."""
     expected = reference_arrival(1_700_000_000_123)

@@ -30,6 +30,7 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
+from consumer import hot_path
 from local.harness import StandIn
 from scripts.bench import messages, report, shard
 from scripts.bench.server import MinimalServer
@@ -133,6 +134,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _shard_figures(args: argparse.Namespace, workdir: Path) -> None:
+    _say(f"ours: {hot_path.describe()}")
     _say(f"building {args.messages} processRecords lines of {args.records_per_message} records")
     workload = shard.Workload(
         messages.workload(args.messages, args.records_per_message),
