@@ -30,8 +30,9 @@ RUN --mount=type=cache,target=/root/.cache/pip \
     && apt-get update -qq \
     && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends gcc libc6-dev \
     && ./run.sh setup \
+    && .venv/bin/python consumer/hot_path.py --require-compiled \
     && apt-get purge -y -qq --auto-remove gcc libc6-dev \
-    && rm -rf /var/lib/apt/lists/* build
+    && rm -rf /var/lib/apt/lists/* build .mypy_cache
 
 RUN groupadd --system --gid 10001 worker \
     && useradd --system --uid 10001 --gid 10001 --create-home --home-dir /home/worker worker

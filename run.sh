@@ -72,6 +72,13 @@ stamp_is() {  # stamp_is FILE HASH: FILE records an install from these sources
   [ -f "$1" ] && [ "$(cat "$1")" = "$2" ]
 }
 
+install_package() {  # install_package SPEC: pip install -e, then say which build it made
+  "$VENV/bin/pip" install -q --upgrade pip >&2
+  "$VENV/bin/pip" install -q -e "$1" >&2
+  # pip shows no build output: say whether the hot path was compiled (consumer/hot_path.py).
+  say "$("$VENV/bin/python" "$ROOT/consumer/hot_path.py" --describe)"
+}
+
 setup() {
   command -v java >/dev/null 2>&1 || apt_install openjdk-17-jre-headless
   if [ "$SETUP_PROFILE" = full ]; then
@@ -82,22 +89,25 @@ setup() {
     "$(find_python)" -m venv "$VENV"
   fi
   local full_stamp="$VENV/.installed" production_stamp="$VENV/.installed-production" want
-  # What the install is built from: a change to any of it installs again, so the modules
-  # compiled in place (consumer/hot_path.py, setup.py) never run older code than their source.
-  want="$(cd "$ROOT" && cat pyproject.toml setup.py $("$(find_python)" consumer/hot_path.py) |
-    sha256sum | cut -c1-16)"
+  # What the install is made from (pyproject.toml, setup.py and the sources compiled in
+  # place, consumer/hot_path.py): when any of it changes, install again, so compiled
+  # modules never run older code than their source.
+  want="$("$(find_python)" "$ROOT/consumer/hot_path.py" --stamp)"
+  # Compiled files that no longer match their source (a pip install by hand, a checkout
+  # of other sources): install again, whatever the stamp says.
+  if ! "$(find_python)" "$ROOT/consumer/hot_path.py" --current; then
+    rm -f "$full_stamp" "$production_stamp"
+  fi
   if [ "$SETUP_PROFILE" = full ]; then
     if ! stamp_is "$full_stamp" "$want"; then
       say "installing the package, its KCL jars and the dev tools (first run: ~1-2 min)"
-      "$VENV/bin/pip" install -q --upgrade pip >&2
-      "$VENV/bin/pip" install -q -e "$ROOT[dev]" >&2
+      install_package "$ROOT[dev]"
       echo "$want" > "$full_stamp"
     fi
   # A full install holds everything production needs.
   elif ! stamp_is "$full_stamp" "$want" && ! stamp_is "$production_stamp" "$want"; then
     say "installing the package and its KCL jars (production: no dev tools)"
-    "$VENV/bin/pip" install -q --upgrade pip >&2
-    "$VENV/bin/pip" install -q -e "$ROOT" >&2
+    install_package "$ROOT"
     echo "$want" > "$production_stamp"
   fi
   if [ "$SETUP_PROFILE" = full ] && [ ! -f "$KINESIS_LOCAL_DIR/main.js" ]; then

@@ -17,7 +17,10 @@ A record that cannot be read raises :class:`~consumer.errors.RecordError` with i
 
 from __future__ import annotations
 
+import array
+import itertools
 import json
+import re
 import sys
 import zlib
 from collections.abc import Iterable
@@ -53,6 +56,19 @@ _SMALL_POSITIONAL = b"0.0000"
 # Module globals rather than capture_rules' attributes: each is read for every record.
 _PLAIN_MAX_CONTAINERS = capture_rules.PLAIN_MAX_CONTAINERS
 _SMALL_FLOAT_LIMIT = capture_rules.SMALL_FLOAT_LIMIT
+# How deep a record may nest, counted before the json module reads it. json's C decoder
+# gives up near Python's recursion limit (1000 frames), less the caller's stack, and that
+# differs between callers (a shard process, `preview`, the tests) and between the
+# interpreted and the compiled build (consumer/hot_path.py: compiled functions are no
+# Python frames): a fixed limit makes the outcome the record's alone. Far above what
+# capture reads (capture_rules.MAX_EVENT_DEPTH, 125) and far below where json gives up
+# from any caller here.
+MAX_RECORD_DEPTH = 512
+# A JSON string, escapes included (the unrolled form: linear, no backtracking).
+_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+# Everything but the brackets, deleted; then each opening one +1, each closing one -1.
+_NOT_BRACKETS = bytes(sorted(set(range(256)) - set(b"[]{}")))
+_STEPS = bytes.maketrans(b"[{]}", b"\x01\x01\xff\xff")
 # A text shorter than this cannot nest FAST_MAX_BRACKETS deep: each level opens and closes.
 _SURELY_SHALLOW_BYTES = 2 * FAST_MAX_BRACKETS
 # orjson reads every integer beyond 64 bits as a float at least this large (-2**63 - 1
@@ -86,7 +102,9 @@ def read(data: bytes) -> Read:
     digits (2**63 has 19) and with fewer than :data:`FAST_MAX_BRACKETS` brackets, and
     only if it reads it at all; having read it, the text is valid UTF-8 (orjson checks
     as strictly as Python's codec). (tests/test_decoding.py compares the two on
-    arbitrary records.)
+    arbitrary records.) Before the json module reads a text, one nested more than
+    :data:`MAX_RECORD_DEPTH` levels is refused (``too_deep``), so that how deep it may
+    nest is the record's alone, not the caller's stack's.
 
     Such a document is ``plain`` when its text also proves what check_sendable would
     find: no integer beyond 64 bits (no 19-digit run), nothing infinite or NaN (orjson
@@ -117,10 +135,26 @@ def read(data: bytes) -> Read:
         text = data.decode("utf-8")  # strict, as orjson reads: the same not_utf8 either way
     except UnicodeDecodeError as exc:
         raise RecordError("not_utf8", f"byte {exc.start} is not valid UTF-8") from exc
+    if brackets > MAX_RECORD_DEPTH and (depth := nesting(data)) > MAX_RECORD_DEPTH:
+        raise RecordError(
+            "too_deep",
+            f"nests {depth} levels deep; a record may nest {MAX_RECORD_DEPTH} "
+            f"(PostHog's capture reads {capture_rules.MAX_EVENT_DEPTH} per event)",
+        )
     document = _json_loads(text)
     if not isinstance(document, dict):
         raise _not_object(document)
     return document, False
+
+
+def nesting(data: bytes) -> int:
+    """How deep the arrays and objects of ``data`` nest (brackets inside strings not counted).
+
+    Of any text: brackets after an unterminated string count. C-speed steps (a regular
+    expression, ``translate``, ``accumulate``): about 30 ns per bracket.
+    """
+    steps = array.array("b", _STRING.sub(b"", data).translate(_STEPS, _NOT_BRACKETS))
+    return max(0, max(itertools.accumulate(steps), default=0))
 
 
 def _not_object(document: Any) -> RecordError:

@@ -42,7 +42,9 @@ object nested in a record's fields is passed on as it is where amazon-kclpy's ho
 refuse it (``MalformedAction``); an arrival time amazon-kclpy's ``datetime`` cannot hold
 (past the year 9999) is passed on; orjson refuses a line with invalid UTF-8, an escaped lone surrogate or
 ``NaN`` that ``json`` reads (Jackson writes none of them) and reads an integer beyond 64
-bits as a float (every number the daemon writes is a Java ``long``).
+bits as a float (every number the daemon writes is a Java ``long``); a record whose
+``sequenceNumber`` or ``partitionKey`` is not text (JSON null, a number) ends the process
+with ``TypeError``, as a missing field does, where amazon-kclpy would pass it on.
 """
 
 from __future__ import annotations
@@ -130,11 +132,17 @@ def record_of(fields: dict[str, Any]) -> KinesisRecord:
     field, or whose timestamp is no number, raises the same exception as there; a null
     ``subSequenceNumber`` (an older daemon) is 0, as the processor reads it.
     """
-    sequence_number: str = fields["sequenceNumber"]
+    sequence_number = fields["sequenceNumber"]
     sub_sequence_number = fields["subSequenceNumber"]
     arrival_millis = int(fields["approximateArrivalTimestamp"])
-    partition_key: str = fields["partitionKey"]
+    partition_key = fields["partitionKey"]
     data = fields["data"]
+    for name, value in (("sequenceNumber", sequence_number), ("partitionKey", partition_key)):
+        if type(value) is not str:
+            # Text in every line the daemon writes; KinesisRecord, compiled
+            # (consumer/hot_path.py), takes nothing else, and Python would take anything:
+            # refused here, the line ends the process in both builds alike.
+            raise TypeError(f"a record's {name} is {type(value).__name__}, not text")
     # Positional (data, partition key, sequence, subsequence, arrival): cheaper per record.
     return KinesisRecord(
         from_base64(data),

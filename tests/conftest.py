@@ -1,7 +1,7 @@
 """Fixtures only: settings, mapping rules and records from small dicts; a clean environment;
 the emulators and the end-to-end pipeline. Helpers and types live in ``tests/support.py``.
 
-And one check before any test: no compiled module is older than its source
+And one check before any test: every compiled file matches its source
 (consumer/hot_path.py), or the tests would pass or fail on code that is no longer there."""
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from tests.support import (
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:  # noqa: ARG001 - pytest's hook signature
-    """Refuse to test compiled modules older than their source."""
+    """Refuse to test compiled modules that do not match their source."""
     if old := hot_path.stale():
         pytest.exit(
             f"{', '.join(old)}: changed since compiled, so the tests would run the old code; "

@@ -11,6 +11,7 @@ from __future__ import annotations
 import ast
 import gzip
 import json
+import re
 from datetime import UTC, datetime
 from typing import Any, NoReturn
 
@@ -366,6 +367,23 @@ class TestLastResortGuard:
         assert caught.value.detail.startswith(type(error).__name__)
         assert "fail (test_mapping.py:" in caught.value.detail
         assert "secret" not in caught.value.detail
+
+    def test_an_error_inside_the_package_is_named_where_it_was_raised(self) -> None:
+        """Raised in the mapping's own (compiled) code: the function and line, no record text.
+
+        An arrival time beyond the year 9999 (Kinesis gives none) fails in arrival_time.
+        """
+        record = record_of(
+            '{"properties": {"eventName": "secret-payload-text"}}', arrival_millis=10**15
+        )
+        with pytest.raises(RecordError) as caught:
+            Mapper(rules_of(), SHARD).map(record)
+        assert caught.value.reason == "unmappable"
+        assert re.fullmatch(
+            r"ValueError in arrival_time \(timestamps\.py:\d+\): unexpected error while "
+            r"mapping; please report it",
+            caught.value.detail,
+        ), caught.value.detail
 
     @pytest.mark.parametrize(
         "error",

@@ -74,12 +74,16 @@ def test_the_wheel_holds_the_product_and_nothing_else(tmp_path: Path) -> None:
         hot_path.GROUP_NAME.replace(".", "/") + "__mypyc",
     }
     assert {f"consumer/{module}.py" for module in hot_path.COMPILED} <= product
+    # With the record of what was compiled, from these sources (hot_path.stale reads it).
+    recorded = files[f"consumer/{hot_path.MANIFEST}"].decode().splitlines()
+    assert recorded == [f"{digest} {name}" for name, digest in sorted(hot_path.digests().items())]
 
 
 def test_without_a_c_compiler_the_wheel_runs_interpreted(tmp_path: Path) -> None:
     """No C compiler: the package builds anyway, without compiled modules (slower, alike)."""
     files = build_wheel(tmp_path, env={"CC": "false"})
     assert not [name for name in files if name.endswith(".so")]
+    assert f"consumer/{hot_path.MANIFEST}" not in files
     assert {f"consumer/{module}.py" for module in hot_path.COMPILED} <= set(files)
 
 

@@ -606,3 +606,24 @@ def test_base64_is_read_as_binascii_reads_it(text: str) -> None:
     except ValueError as exc:
         actual = type(exc).__name__
     assert actual == expected
+
+
+FIRST_SEQUENCE = f'"sequenceNumber":"{messages.sequence_number(0)}"'
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "said"),
+    [
+        (FIRST_KEY, '"partitionKey":null,', "partitionKey is NoneType"),  # JSON null
+        (FIRST_KEY, '"partitionKey":7,', "partitionKey is int"),  # a number
+        (FIRST_SEQUENCE, '"sequenceNumber":12345', "sequenceNumber is int"),  # likewise
+    ],
+)
+def test_a_record_field_that_is_not_text_ends_the_process(old: str, new: str, said: str) -> None:
+    """The daemon writes these as text; anything else ends the process before the processor
+    sees the records, in the compiled build (whose KinesisRecord takes only text) as in the
+    interpreted one. (amazon-kclpy would pass it on: a difference on purpose.)"""
+    recorder = Recorder()
+    outcome = drive("serve", recorder, [INIT, with_record_field(batch(0, 2), old, new)])
+    assert outcome.ended == f"TypeError: a record's {said}, not text"
+    assert [call[0] for call in recorder.calls] == ["initialize"]
