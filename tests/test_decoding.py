@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import gzip
 import json
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -228,3 +231,109 @@ def test_plain_values_need_no_check(values: list[Any]) -> None:
     if decoding.plain_values(values):
         properties = {str(index): value for index, value in enumerate(values)}
         assert capture_rules.check_sendable(properties) == capture_rules.NOTHING_TO_ADJUST
+
+
+# --- How deep a record nests, counted before json reads it -----------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "depth"),
+    [
+        (b"{}", 1),  # one object
+        (b"1", 0),  # no container
+        (b'{"a": [1, {"b": [2]}]}', 4),  # mixed
+        (b'{"s": "[[[{{{"}', 1),  # brackets in a string do not count
+        (b'{"s": "\\"[[["}', 1),  # nor after an escaped quote inside it
+        (b'{"s": "\\\\"}[[', 2),  # an escaped backslash ends before the quote: the string ends
+        (b'{"s": "[[[', 1),  # an unterminated string: nothing after it counts
+        (b"[[[[", 4),  # unclosed: counted as opened
+        (b"]]]]", 0),  # closing only
+    ],
+)
+def test_nesting_counts_containers_outside_strings(text: bytes, depth: int) -> None:
+    assert decoding.nesting(text) == depth
+
+
+json_documents = st.recursive(
+    st.none() | st.integers() | st.text(st.sampled_from('[]{}"\\ ab'), max_size=6),
+    lambda children: (
+        st.lists(children, max_size=3)
+        | st.dictionaries(st.text(st.sampled_from('[]{}"\\ ab'), max_size=4), children, max_size=3)
+    ),
+    max_leaves=30,
+)
+
+
+def depth_of(value: Any) -> int:
+    """How deep ``value``'s lists and dicts nest (the reference for decoding.nesting)."""
+    if isinstance(value, dict):
+        return 1 + max(map(depth_of, value.values()), default=0)
+    if isinstance(value, list):
+        return 1 + max(map(depth_of, value), default=0)
+    return 0
+
+
+@PROPERTY_SETTINGS
+@given(document=json_documents, ascii_only=st.booleans())
+def test_nesting_is_the_documents_depth(document: Any, ascii_only: bool) -> None:
+    """On any JSON text (strings full of brackets, quotes and backslashes), the true depth."""
+    text = json.dumps(document, ensure_ascii=ascii_only).encode()
+    assert decoding.nesting(text) == depth_of(document)
+
+
+@pytest.mark.parametrize(
+    ("levels", "reason"),
+    [
+        (decoding.MAX_RECORD_DEPTH - 1, None),  # with the record's own object: the limit
+        (decoding.MAX_RECORD_DEPTH, "too_deep"),  # one past it
+        (975, "too_deep"),  # where json gave up, depending on the caller and the build
+    ],
+)
+def test_a_record_may_nest_max_record_depth_levels(levels: int, reason: str | None) -> None:
+    """Decided by counting, before json reads the text: the same for every caller and build."""
+    data = ('{"d": ' + deep(levels) + "}").encode()
+    if reason is None:
+        assert typed(decoding.read(data)[0]) == typed(json.loads(data))
+        return
+    with pytest.raises(RecordError) as caught:
+        decoding.read(data)
+    assert caught.value.reason == reason
+    assert caught.value.detail == (
+        f"nests {levels + 1} levels deep; a record may nest {decoding.MAX_RECORD_DEPTH} "
+        f"(PostHog's capture reads {capture_rules.MAX_EVENT_DEPTH} per event)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("start", "reason"),
+    [
+        (b'{"a":' + b"[" * 600 + b'"', "too_deep"),  # 601 levels before the string
+        (b'{"a":"' + b"[" * 600, "not_json"),  # the brackets in the string: json refuses it
+    ],
+)
+def test_an_unterminated_string_of_escaped_quotes_is_counted_in_one_pass(
+    start: bytes, reason: str
+) -> None:
+    """A 2 KB gzip record of 2 MiB: a string of \\" that never ends, past 600 brackets.
+
+    Counted by a pattern that backtracks, it took hours (the process frozen, the GIL
+    held); in one pass, milliseconds. Run in a process of its own, so that a regression
+    fails at the timeout instead of hanging the suite.
+    """
+    program = (
+        "import gzip, sys; from consumer.decoding import read; "
+        "from consumer.errors import RecordError\n"
+        "data = gzip.compress(sys.stdin.buffer.read() + b'\\\\\"' * 1_000_000, mtime=0)\n"
+        "assert len(data) < 4096, len(data)\n"
+        "try:\n    read(data)\nexcept RecordError as exc:\n    print(exc.reason)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", program],
+        cwd=Path(__file__).resolve().parents[1],
+        input=start,
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.decode().strip() == reason

@@ -132,19 +132,22 @@ def repository_copy(tmp_path: Path) -> Path:
 
 
 def run_setup(root: Path) -> list[str]:
-    """``run.sh setup`` (production profile) with a venv whose pip only notes its calls."""
+    """``run.sh setup`` (production profile) with a venv whose pip only notes its calls.
+
+    And a ``java`` that does nothing, so that set-up never turns to apt for one.
+    """
     bin_dir = root / ".venv" / "bin"
     bin_dir.mkdir(parents=True, exist_ok=True)
     python = bin_dir / "python"
     if not python.exists():
         python.symlink_to(sys.executable)
     calls = root / "pip-calls"
-    pip = bin_dir / "pip"
-    pip.write_text(f'#!/bin/sh\necho "$*" >> {calls}\n', encoding="utf-8")
-    pip.chmod(0o755)
+    for name, script in (("pip", f'echo "$*" >> {calls}'), ("java", "exit 0")):
+        (bin_dir / name).write_text(f"#!/bin/sh\n{script}\n", encoding="utf-8")
+        (bin_dir / name).chmod(0o755)
     result = subprocess.run(
         ["bash", str(root / "run.sh"), "setup"],
-        env={**os.environ, "RUN_SH_SETUP": "production"},
+        env={**os.environ, "RUN_SH_SETUP": "production", "PATH": f"{bin_dir}:{os.environ['PATH']}"},
         capture_output=True,
         text=True,
         timeout=60,
@@ -153,7 +156,11 @@ def run_setup(root: Path) -> list[str]:
     assert result.returncode == 0, result.stderr
     made = calls.read_text(encoding="utf-8").splitlines() if calls.exists() else []
     calls.unlink(missing_ok=True)
-    return [call for call in made if "-e" in call.split()]
+    installs = [call for call in made if "-e" in call.split()]
+    # After an install, run.sh says which build it made (this pip compiles nothing).
+    said = "run.sh: hot path: " in result.stderr
+    assert said == bool(installs), result.stderr
+    return installs
 
 
 def test_run_sh_installs_again_when_a_compiled_source_changes(tmp_path: Path) -> None:
@@ -175,6 +182,34 @@ def test_run_sh_installs_again_when_a_compiled_file_is_stale(tmp_path: Path) -> 
     assert run_setup(root)
     (root / "consumer" / f"mapping{SUFFIX}").write_bytes(b"")  # compiled, never recorded
     assert run_setup(root) == [f"install -q -e {root}"]
+
+
+def test_an_in_place_build_leaves_no_compiled_file_behind_when_it_fails(tmp_path: Path) -> None:
+    """No C compiler: the build succeeds, and no older compiled file (a module not compiled
+    any more, a previous build's) or record of one is left to run in the source's place."""
+    root = tmp_path / "repo"
+    ignore = shutil.ignore_patterns(f"*{SUFFIX}", "*.so", hot_path.MANIFEST, "__pycache__")
+    shutil.copytree(ROOT / "consumer", root / "consumer", ignore=ignore)
+    for name in ("setup.py", "pyproject.toml", "README.md"):
+        shutil.copy2(ROOT / name, root / name)
+    package = root / "consumer"
+    for name in ("gone", "mapping"):
+        (package / f"{name}{SUFFIX}").write_bytes(b"")
+    hot_path.write_manifest(package, hot_path.digests(package))
+    result = subprocess.run(
+        [sys.executable, "setup.py", "-q", "build_ext", "--inplace"],
+        cwd=root,
+        env={**os.environ, "CC": "false"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "kinesis-posthog: not compiling the hot path (CompileError" in result.stderr
+    assert hot_path.built_files(package) == []
+    assert not (package / hot_path.MANIFEST).exists()
+    assert hot_path.describe(package).startswith("hot path: interpreted")
 
 
 @pytest.mark.parametrize(
@@ -380,7 +415,14 @@ def test_both_builds_map_hostile_records_alike(interpreted: Path) -> None:
 
 
 hostile_documents = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats() | hostile_text | raw_numbers.map(Raw),
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats()
+    | hostile_text
+    | raw_numbers.map(Raw)
+    # around the 512 levels a record may nest, and where json gives up
+    | st.integers(min_value=500, max_value=1100).map(lambda n: Raw("[" * n + "]" * n)),
     lambda children: (
         st.lists(children, max_size=3) | st.dictionaries(hostile_text, children, max_size=3)
     ),
