@@ -23,7 +23,7 @@ COPY properties/aws.properties properties/
 # Debian's slim images drop /usr/share/man, where the JRE's postinst links its man pages.
 # The pip cache keeps amazon-kclpy's wheel (jars included) between builds: its sdist
 # downloads ~60 jars from Maven Central when built. gcc compiles the hot path
-# (consumer/hot_path.py, about 20% less CPU per record) and is removed again: the
+# (consumer/hot_path.py; README, "The compiled hot path") and is removed again: the
 # compiled modules need only the C library the image has.
 RUN --mount=type=cache,target=/root/.cache/pip \
     mkdir -p /usr/share/man/man1 \

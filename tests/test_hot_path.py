@@ -187,10 +187,8 @@ def test_run_sh_installs_again_when_a_compiled_file_is_stale(tmp_path: Path) -> 
 def test_an_in_place_build_leaves_no_compiled_file_behind_when_it_fails(tmp_path: Path) -> None:
     """No C compiler: the build succeeds, and no older compiled file (a module not compiled
     any more, a previous build's) or record of one is left to run in the source's place."""
-    root = tmp_path / "repo"
-    ignore = shutil.ignore_patterns(f"*{SUFFIX}", "*.so", hot_path.MANIFEST, "__pycache__")
-    shutil.copytree(ROOT / "consumer", root / "consumer", ignore=ignore)
-    for name in ("setup.py", "pyproject.toml", "README.md"):
+    root = interpreted_copy(tmp_path)
+    for name in ("setup.py", "README.md"):
         shutil.copy2(ROOT / name, root / name)
     package = root / "consumer"
     for name in ("gone", "mapping"):
